@@ -1,0 +1,148 @@
+"""Connecting to NATS and declaring the JetStream resources, idempotently, at start-up."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DiscardPolicy,
+    KeyValueConfig,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import BadRequestError, BucketNotFoundError, NotFoundError
+from nats.js.kv import KeyValue
+
+import nats
+
+from . import subjects
+from .settings import NatsSettings, TaskSettings
+
+log = logging.getLogger(__name__)
+
+#: Seconds within which a repeated publish with the same ``Nats-Msg-Id`` is dropped as a duplicate.
+EVENTS_DEDUP_WINDOW = 3600.0
+JOBS_DEDUP_WINDOW = 600.0
+
+
+@asynccontextmanager
+async def connect(settings: NatsSettings, name: str) -> AsyncIterator[Client]:
+    """Connect with the service's own credentials; reconnect forever; drain on exit."""
+
+    async def on_error(e: Exception) -> None:
+        log.warning("nats error (%s): %s", name, e)
+
+    async def on_disconnect() -> None:
+        log.warning("nats disconnected (%s); reconnecting", name)
+
+    async def on_reconnect() -> None:
+        log.info("nats reconnected (%s)", name)
+
+    nc = await nats.connect(
+        servers=[settings.url],
+        user=settings.user,
+        password=settings.password,
+        name=name,
+        connect_timeout=5,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.5,
+        error_cb=on_error,
+        disconnected_cb=on_disconnect,
+        reconnected_cb=on_reconnect,
+    )
+    try:
+        yield nc
+    finally:
+        if not nc.is_closed:
+            try:
+                await asyncio.wait_for(nc.drain(), 10)
+            except Exception as e:  # a drain that fails must not hide the real exit reason
+                log.warning("nats drain (%s) failed: %s", name, e)
+                await nc.close()
+
+
+def jobs_stream(tasks: TaskSettings) -> StreamConfig:
+    return StreamConfig(
+        name=subjects.JOBS_STREAM,
+        description="Accepted enhancement jobs, each held until one enhancer acknowledges it",
+        subjects=[subjects.JOBS_SUBJECT],
+        retention=RetentionPolicy.WORK_QUEUE,
+        storage=StorageType.FILE,
+        discard=DiscardPolicy.NEW,
+        max_age=tasks.retention_hours * 3600,
+        duplicate_window=JOBS_DEDUP_WINDOW,
+    )
+
+
+def jobs_consumer(tasks: TaskSettings) -> ConsumerConfig:
+    return ConsumerConfig(
+        durable_name=subjects.JOBS_CONSUMER,
+        description="Shared by all enhancers; each pulls one job per free slot",
+        ack_policy=AckPolicy.EXPLICIT,
+        ack_wait=tasks.ack_wait,
+        # One delivery beyond the attempts is used to report the task failed.
+        max_deliver=tasks.max_attempts + 1,
+        max_ack_pending=-1,
+    )
+
+
+def events_stream() -> StreamConfig:
+    return StreamConfig(
+        name=subjects.EVENTS_STREAM,
+        description="Durable facts (task completed/failed, payments) that billing replays",
+        subjects=[subjects.EVENTS_WILDCARD],
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        duplicate_window=EVENTS_DEDUP_WINDOW,
+    )
+
+
+def tasks_bucket(tasks: TaskSettings) -> KeyValueConfig:
+    return KeyValueConfig(
+        bucket=subjects.TASKS_BUCKET,
+        description="One record per task; expires with the task's images",
+        history=1,
+        ttl=tasks.retention_hours * 3600,
+        storage=StorageType.FILE,
+    )
+
+
+async def _stream(js: JetStreamContext, config: StreamConfig) -> None:
+    try:
+        await js.add_stream(config)
+    except BadRequestError:  # exists with another configuration: bring it up to date
+        await js.update_stream(config)
+
+
+async def ensure_resources(js: JetStreamContext, tasks: TaskSettings) -> KeyValue:
+    """Declare streams, the jobs consumer and the task bucket; safe to run from every edge at start."""
+    await _stream(js, jobs_stream(tasks))
+    await _stream(js, events_stream())
+    try:
+        kv = await js.create_key_value(tasks_bucket(tasks))
+    except BadRequestError:  # exists with another retention: change only that
+        info = await js.stream_info(f"KV_{subjects.TASKS_BUCKET}")
+        info.config.max_age = tasks.retention_hours * 3600
+        await js.update_stream(info.config)
+        kv = await js.key_value(subjects.TASKS_BUCKET)
+    await js.add_consumer(subjects.JOBS_STREAM, jobs_consumer(tasks))
+    return kv
+
+
+async def wait_for_resources(js: JetStreamContext, *, poll: float = 0.5) -> KeyValue:
+    """For services that may start before the edge declared the resources: wait until they exist."""
+    while True:
+        try:
+            await js.consumer_info(subjects.JOBS_STREAM, subjects.JOBS_CONSUMER)
+            return await js.key_value(subjects.TASKS_BUCKET)
+        except (NotFoundError, BucketNotFoundError):
+            log.info("waiting for JetStream resources (started before the edge?)")
+            await asyncio.sleep(poll)

@@ -1,0 +1,226 @@
+"""Message schemas: one frozen dataclass per message, msgpack on the wire, versioned by ``type``.
+
+Decoders ignore unknown fields (so producers may add fields with defaults) and check the
+types of the fields they know, so a malformed message is rejected at the boundary with a
+``SchemaError`` instead of failing somewhere deep inside a handler. A breaking change gets a
+new ``type`` (``pe.v2....``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Self
+
+from .codec import SchemaError, pack, unpack
+
+QUEUED, PROCESSING, COMPLETED, FAILED = "queued", "processing", "completed", "failed"
+STATUSES = (QUEUED, PROCESSING, COMPLETED, FAILED)
+FINAL_STATUSES = (COMPLETED, FAILED)
+QUALITIES = ("fast", "medium", "high")
+SCALES = (2, 4)
+
+
+def _accepts(tp: Any, value: Any) -> bool:
+    """Whether ``value`` fits the (simple) annotation ``tp``."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return any(_accepts(arg, value) for arg in typing.get_args(tp))
+    if tp is type(None):
+        return value is None
+    if tp is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if origin is dict:
+        return isinstance(value, dict)
+    if origin is list:
+        return isinstance(value, list)
+    if tp is Any:
+        return True
+    return isinstance(value, tp)
+
+
+@dataclass(frozen=True)
+class Message:
+    """Base of every bus message."""
+
+    TYPE: ClassVar[str] = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": self.TYPE, **dataclasses.asdict(self)}
+
+    def encode(self) -> bytes:
+        return pack(self.to_dict())
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, subject: str | None = None) -> Self:
+        if data.get("type") != cls.TYPE:
+            raise SchemaError(f"expected message type {cls.TYPE!r}, got {data.get('type')!r}", subject=subject)
+        hints = typing.get_type_hints(cls)
+        kwargs: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            if f.name not in data:
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                    raise SchemaError(f"missing field {f.name!r}", subject=subject, type_=cls.TYPE)
+                continue
+            value = data[f.name]
+            if not _accepts(hints[f.name], value):
+                raise SchemaError(
+                    f"field {f.name!r} has the wrong type ({type(value).__name__})", subject=subject, type_=cls.TYPE
+                )
+            kwargs[f.name] = value
+        try:
+            return cls(**kwargs)
+        except (TypeError, ValueError) as e:
+            raise SchemaError(str(e), subject=subject, type_=cls.TYPE) from e
+
+    @classmethod
+    def decode(cls, data: bytes, *, subject: str | None = None) -> Self:
+        return cls.from_dict(unpack(data, subject=subject), subject=subject)
+
+
+@dataclass(frozen=True)
+class EnhanceOptions:
+    """What the user asked for; shared by jobs and task records."""
+
+    scale: int = 4
+    quality: str = "high"
+    tile_size: int = 400
+    #: None: restore faces when the worker has GFPGAN weights; True: require it; False: never.
+    face_enhance: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.scale not in SCALES:
+            raise ValueError(f"scale must be 2 or 4, not {self.scale}")
+        if self.quality not in QUALITIES:
+            raise ValueError(f"quality_level must be one of fast, medium, high, not {self.quality!r}")
+        if not (self.tile_size == 0 or 32 <= self.tile_size <= 2048):
+            raise ValueError(f"tile_size must be 0 (no tiling) or between 32 and 2048, not {self.tile_size}")
+
+
+@dataclass(frozen=True)
+class EnhanceJob(Message):
+    """A unit of work on the ``PE_JOBS`` work queue. Images travel through S3; only keys travel here."""
+
+    TYPE: ClassVar[str] = "pe.v1.enhance_job"
+
+    task_id: str
+    input_key: str
+    input_name: str
+    scale: int = 4
+    quality: str = "high"
+    tile_size: int = 400
+    face_enhance: bool | None = None
+    owner: str | None = None
+    submitted_at: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.options()  # validates
+
+    def options(self) -> EnhanceOptions:
+        return EnhanceOptions(self.scale, self.quality, self.tile_size, self.face_enhance)
+
+
+@dataclass(frozen=True)
+class TaskState(Message):
+    """The record of one task in the ``pe-tasks`` KV bucket.
+
+    The edge creates it (``queued``); the enhancer that holds the job moves it through
+    ``processing`` to ``completed`` or ``failed`` with compare-and-set writes.
+    """
+
+    TYPE: ClassVar[str] = "pe.v1.task"
+
+    task_id: str
+    status: str
+    created_at: float
+    updated_at: float
+    input_key: str
+    input_name: str
+    input_size: int = 0
+    width: int = 0
+    height: int = 0
+    scale: int = 4
+    quality: str = "high"
+    tile_size: int = 400
+    face_enhance: bool | None = None
+    owner: str | None = None
+    stage: str = QUEUED
+    message: str = ""
+    progress: float = 0.0
+    attempts: int = 0
+    worker: str | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    processing_time: float | None = None
+    output_key: str | None = None
+    output_name: str | None = None
+    output_content_type: str | None = None
+    output_size: int | None = None
+    output_width: int | None = None
+    output_height: int | None = None
+    engine: str | None = None
+    faces: int | None = None
+    error: str | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise ValueError(f"unknown task status {self.status!r}")
+
+    @property
+    def final(self) -> bool:
+        return self.status in FINAL_STATUSES
+
+    def replace(self, **changes: Any) -> TaskState:
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class TaskProgress(Message):
+    """Live progress of a task (core NATS, not persisted): what a progress bar shows."""
+
+    TYPE: ClassVar[str] = "pe.v1.task_progress"
+
+    task_id: str
+    stage: str
+    progress: float
+    message: str = ""
+    at: float = 0.0
+
+
+@dataclass(frozen=True)
+class TaskEvent(Message):
+    """A durable fact about a task on ``PE_EVENTS``; billing builds its ledger from these."""
+
+    TYPE: ClassVar[str] = "pe.v1.task_event"
+
+    task_id: str
+    kind: str  # "completed" | "failed"
+    at: float
+    owner: str | None = None
+    engine: str | None = None
+    processing_time: float | None = None
+    error: str | None = None
+
+    @property
+    def dedup_id(self) -> str:
+        """One fact per task and kind, however often a worker retries publishing it."""
+        return f"{self.task_id}:{self.kind}"
+
+
+@dataclass(frozen=True)
+class EnhancerDescription(Message):
+    """Reply of ``pe.enhancer.describe``: what one enhancer can do right now."""
+
+    TYPE: ClassVar[str] = "pe.v1.enhancer_description"
+
+    worker_id: str
+    engines: list[str]
+    device: str
+    capacity: int
+    in_flight: int
+    version: str

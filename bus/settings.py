@@ -1,0 +1,133 @@
+"""Connection settings shared by every service, read from the environment only.
+
+Secrets come from ``NAME`` or from the file named by ``NAME_FILE`` (Docker/Kubernetes secrets),
+never from a command line, and are kept out of ``repr`` so they cannot reach a log line.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed; raised at start-up, not on the first message."""
+
+
+def env(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(name)
+    return value if value not in (None, "") else default
+
+
+def env_int(name: str, default: int) -> int:
+    raw = env(name)
+    if raw is None:
+        return default
+    try:
+        return int(raw)
+    except ValueError as e:
+        raise SettingsError(f"{name} must be an integer, got {raw!r}") from e
+
+
+def env_float(name: str, default: float) -> float:
+    raw = env(name)
+    if raw is None:
+        return default
+    try:
+        return float(raw)
+    except ValueError as e:
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from e
+
+
+def env_secret(name: str) -> str | None:
+    """``NAME`` or the contents of the file ``NAME_FILE`` (trailing newline stripped)."""
+    value = env(name)
+    if value is not None:
+        return value
+    path = env(f"{name}_FILE")
+    if path is None:
+        return None
+    try:
+        return Path(path).read_text().rstrip("\r\n")
+    except OSError as e:
+        raise SettingsError(f"{name}_FILE points to an unreadable file: {e.strerror}") from e
+
+
+@dataclass(frozen=True)
+class NatsSettings:
+    """How a service reaches NATS, with the credentials of its own role."""
+
+    url: str = "nats://127.0.0.1:4222"
+    user: str | None = None
+    password: str | None = field(default=None, repr=False)
+    #: Seconds a request to another service may take before we give up (never nats-py's 0.5 s default).
+    request_timeout: float = 5.0
+
+    @classmethod
+    def from_env(cls, role: str) -> NatsSettings:
+        return cls(
+            url=env("NATS_URL", cls.url) or cls.url,
+            user=env("NATS_USER", role),
+            password=env_secret("NATS_PASSWORD"),
+            request_timeout=env_float("NATS_REQUEST_TIMEOUT", cls.request_timeout),
+        )
+
+
+@dataclass(frozen=True)
+class S3Settings:
+    """Where images live. Any S3 server works (MinIO in production, SeaweedFS embedded)."""
+
+    endpoint: str = "http://127.0.0.1:8333"
+    access_key: str | None = field(default=None, repr=False)
+    secret_key: str | None = field(default=None, repr=False)
+    bucket: str = "photoenhance"
+    region: str = "us-east-1"
+    #: Endpoint put into presigned URLs handed to clients (defaults to ``endpoint``).
+    public_endpoint: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("endpoint", "public_endpoint"):
+            value = getattr(self, name)
+            if value is not None and urlsplit(value).scheme not in ("http", "https"):
+                raise SettingsError(f"S3 {name} must be an http(s) URL, got {value!r}")
+
+    @classmethod
+    def from_env(cls) -> S3Settings:
+        return cls(
+            endpoint=env("S3_ENDPOINT", cls.endpoint) or cls.endpoint,
+            access_key=env_secret("S3_ACCESS_KEY"),
+            secret_key=env_secret("S3_SECRET_KEY"),
+            bucket=env("S3_BUCKET", cls.bucket) or cls.bucket,
+            region=env("S3_REGION", cls.region) or cls.region,
+            public_endpoint=env("S3_PUBLIC_ENDPOINT"),
+        )
+
+
+@dataclass(frozen=True)
+class TaskSettings:
+    """How long tasks and their images are kept, and how often a job may be retried."""
+
+    #: Task records (KV TTL) and images (S3 lifecycle) expire after this many hours.
+    retention_hours: float = 24.0
+    #: A job whose worker disappeared is redelivered after this many seconds without a sign of life.
+    ack_wait: float = 30.0
+    #: Attempts before a task is reported failed (one more delivery is used to report it).
+    max_attempts: int = 3
+
+    def __post_init__(self) -> None:
+        if self.retention_hours <= 0:
+            raise SettingsError("RETENTION_HOURS must be positive")
+        if self.max_attempts < 1:
+            raise SettingsError("TASK_MAX_ATTEMPTS must be at least 1")
+        if self.ack_wait < 2:
+            raise SettingsError("TASK_ACK_WAIT must be at least 2 seconds")
+
+    @classmethod
+    def from_env(cls) -> TaskSettings:
+        return cls(
+            retention_hours=env_float("RETENTION_HOURS", cls.retention_hours),
+            ack_wait=env_float("TASK_ACK_WAIT", cls.ack_wait),
+            max_attempts=env_int("TASK_MAX_ATTEMPTS", cls.max_attempts),
+        )

@@ -1,0 +1,67 @@
+"""Every NATS name the system uses: subjects, streams, consumers, buckets, queue groups.
+
+No other module writes a subject string; services import these names (or the builders)
+so that the permissions in ``nats/nats-server.conf`` and the code cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import re
+
+#: Prefix shared by all application subjects.
+PREFIX = "pe"
+
+# --- Enhancer service (nats.micro) --------------------------------------------------------
+#: Name under which every enhancer registers with ``nats.micro`` (``nats micro ls`` shows it).
+ENHANCER_SERVICE = "enhancer"
+#: Queue group of the enhancer's request/reply endpoints.
+ENHANCER_QUEUE = "enhancer"
+#: Request/reply: any one enhancer describes what it can do (engines, device, capacity).
+ENHANCER_DESCRIBE = f"{PREFIX}.enhancer.describe"
+#: ``nats.micro`` discovery subject that every running enhancer answers.
+ENHANCER_PING = f"$SRV.PING.{ENHANCER_SERVICE}"
+
+# --- Work queue (JetStream) ---------------------------------------------------------------
+#: Work-queue stream holding accepted jobs until one enhancer acknowledges them.
+JOBS_STREAM = "PE_JOBS"
+#: Subject a job is published on.
+JOBS_SUBJECT = f"{PREFIX}.jobs.enhance"
+#: Durable pull consumer shared by all enhancers; each fetches only when it has a free slot.
+JOBS_CONSUMER = "enhancers"
+
+# --- Facts (JetStream) --------------------------------------------------------------------
+#: Stream of durable facts other services replay (billing): task completed/failed, ...
+EVENTS_STREAM = "PE_EVENTS"
+EVENTS_WILDCARD = f"{PREFIX}.events.>"
+TASK_EVENTS_WILDCARD = f"{PREFIX}.events.task.>"
+
+# --- Task state (JetStream KV) ------------------------------------------------------------
+#: KV bucket holding one record per task; the single source of truth for its status.
+TASKS_BUCKET = "pe-tasks"
+
+# --- Live progress (core NATS, not persisted) -----------------------------------------------
+PROGRESS_WILDCARD = f"{PREFIX}.progress.>"
+
+#: Header naming a message's schema, so ``nats sub`` users can tell what a payload is.
+TYPE_HEADER = "Pe-Type"
+#: JetStream de-duplication header.
+MSG_ID_HEADER = "Nats-Msg-Id"
+
+_TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+
+
+def _token(value: str) -> str:
+    """Refuse values that would change a subject's shape (dots, wildcards, spaces)."""
+    if not _TOKEN.match(value):
+        raise ValueError(f"not a valid subject token: {value!r}")
+    return value
+
+
+def task_event(kind: str) -> str:
+    """Subject of a task fact, e.g. ``pe.events.task.completed``."""
+    return f"{PREFIX}.events.task.{_token(kind)}"
+
+
+def progress(task_id: str) -> str:
+    """Subject on which an enhancer announces the live progress of one task."""
+    return f"{PREFIX}.progress.{_token(task_id)}"

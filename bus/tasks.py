@@ -1,0 +1,93 @@
+"""Task records in the ``pe-tasks`` KV bucket, written with compare-and-set.
+
+The record, not any process, is the truth about a task: an edge restarted mid-task, or a
+second edge, reads the same record; an enhancer moves it forward with ``update(last=rev)`` so
+two writers can never silently overwrite each other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import AsyncIterator, Callable
+
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
+
+from .codec import SchemaError
+from .schemas import TaskState
+
+_HEX = set("0123456789abcdef")
+
+
+def new_task_id() -> str:
+    """128 random bits, hex: unguessable, and a valid KV key and subject token."""
+    return secrets.token_hex(16)
+
+
+def is_task_id(value: str) -> bool:
+    return len(value) == 32 and set(value) <= _HEX
+
+
+class TaskConflict(RuntimeError):
+    """A compare-and-set update kept losing against other writers."""
+
+
+class TaskStore:
+    """Typed access to the task bucket."""
+
+    def __init__(self, kv: KeyValue) -> None:
+        self.kv = kv
+
+    async def create(self, state: TaskState) -> int:
+        return await self.kv.create(state.task_id, state.encode())
+
+    async def entry(self, task_id: str) -> tuple[TaskState, int] | None:
+        try:
+            entry = await self.kv.get(task_id)
+        except KeyNotFoundError:
+            return None
+        if entry.value is None:  # expired (nats-py may return an empty entry instead of raising)
+            return None
+        return TaskState.decode(entry.value, subject=f"$KV.{self.kv._name}.{task_id}"), entry.revision
+
+    async def get(self, task_id: str) -> TaskState | None:
+        found = await self.entry(task_id)
+        return found[0] if found else None
+
+    async def update(
+        self, task_id: str, change: Callable[[TaskState], TaskState | None], *, attempts: int = 20
+    ) -> TaskState | None:
+        """Apply ``change`` to the current record and write it only if nobody wrote in between.
+
+        ``change`` returns ``None`` to leave the record as it is. Returns the record written
+        (or left), ``None`` when the task does not exist (expired).
+        """
+        for _ in range(attempts):
+            found = await self.entry(task_id)
+            if found is None:
+                return None
+            current, revision = found
+            new = change(current)
+            if new is None:
+                return current
+            try:
+                await self.kv.update(task_id, new.encode(), last=revision)
+                return new
+            except KeyWrongLastSequenceError:
+                await asyncio.sleep(0.01)
+        raise TaskConflict(f"task {task_id}: record kept changing under {attempts} update attempts")
+
+    async def watch(self, task_id: str) -> AsyncIterator[TaskState]:
+        """Yield the record now and after every change (used to wait for a task to finish)."""
+        watcher = await self.kv.watch(task_id)
+        try:
+            async for entry in watcher:
+                if entry is None or entry.value is None:
+                    continue
+                try:
+                    yield TaskState.decode(entry.value)
+                except SchemaError:
+                    continue
+        finally:
+            await watcher.stop()

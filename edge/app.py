@@ -1,0 +1,47 @@
+"""The edge: the only HTTP surface. It bridges HTTP to the bus and holds no task state itself."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.staticfiles import StaticFiles
+
+from bus import __version__
+
+from . import errors
+from .limits import BodyLimitMiddleware
+from .resources import open_resources
+from .routes import enhance, presigned, system, tasks
+from .settings import EdgeSettings
+
+
+def web_root(web_dir: Path) -> Path:
+    """The built page (``web/dist``) when there is one, else the placeholder (``web/public``)."""
+    dist = web_dir / "dist"
+    return dist if (dist / "index.html").exists() else web_dir / "public"
+
+
+def create_app(settings: EdgeSettings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with open_resources(settings) as resources:
+            app.state.resources = resources
+            yield
+
+    app = FastAPI(title="PhotoEnhanceAI", version=__version__, lifespan=lifespan,
+                  description="Upload a photo, get it back larger and sharper (Real-ESRGAN, GFPGAN).")
+    errors.install(app)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_credentials=True,
+                           allow_methods=["GET", "POST"], allow_headers=["Authorization", "Content-Type"])
+    for module in (enhance, tasks, presigned, system):
+        app.include_router(module.router)
+    root = web_root(settings.web_dir)
+    if root.is_dir():
+        app.mount("/", StaticFiles(directory=root, html=True), name="web")
+    return app

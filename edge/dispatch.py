@@ -1,0 +1,100 @@
+"""Handing work to the bus: is anyone there, submit a job, wait for its end, who is on the bus."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+import nats.errors
+
+from bus import subjects
+from bus.schemas import QUEUED, EnhanceJob, EnhanceOptions, TaskState
+
+from .errors import ApiError
+from .resources import Resources
+
+#: How long the edge waits for the first enhancer to answer a presence ping.
+PING_TIMEOUT = 1.0
+
+
+async def enhancers_present(res: Resources) -> bool:
+    """True when at least one enhancer answers; ``NoRespondersError`` arrives in about a millisecond."""
+    try:
+        await res.nc.request(subjects.ENHANCER_PING, b"", timeout=PING_TIMEOUT)
+        return True
+    except (nats.errors.NoRespondersError, nats.errors.TimeoutError):
+        return False
+
+
+async def require_enhancer(res: Resources) -> None:
+    if not await enhancers_present(res):
+        raise ApiError(503, "No enhancer is available right now; please try again in a moment.",
+                       headers={"Retry-After": "10"})
+
+
+async def gather(res: Resources, subject: str, wait: float = 0.3) -> list[dict[str, Any]]:
+    """Ask every responder (``$SRV.STATS.enhancer``...) and collect the JSON replies for ``wait`` seconds."""
+    inbox = res.nc.new_inbox()
+    sub = await res.nc.subscribe(inbox)
+    replies: list[dict[str, Any]] = []
+    try:
+        await res.nc.publish(subject, b"", reply=inbox)
+        deadline = time.monotonic() + wait
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                msg = await sub.next_msg(timeout=left)
+            except (TimeoutError, nats.errors.TimeoutError):
+                break
+            try:
+                replies.append(json.loads(msg.data))
+            except ValueError:
+                continue
+    finally:
+        await sub.unsubscribe()
+    return replies
+
+
+async def submit(
+    res: Resources,
+    *,
+    task_id: str,
+    input_key: str,
+    input_name: str,
+    input_size: int,
+    width: int,
+    height: int,
+    options: EnhanceOptions,
+    owner: str | None = None,
+) -> TaskState:
+    """Record the task (queued) and put its job on the work queue, de-duplicated by task id."""
+    now = time.time()
+    state = TaskState(
+        task_id=task_id, status=QUEUED, created_at=now, updated_at=now, input_key=input_key,
+        input_name=input_name, input_size=input_size, width=width, height=height, scale=options.scale,
+        quality=options.quality, tile_size=options.tile_size, face_enhance=options.face_enhance, owner=owner,
+        stage=QUEUED, message="Queued: waiting for a free enhancer",
+    )
+    await res.tasks.create(state)
+    job = EnhanceJob(task_id=task_id, input_key=input_key, input_name=input_name, scale=options.scale,
+                     quality=options.quality, tile_size=options.tile_size, face_enhance=options.face_enhance,
+                     owner=owner, submitted_at=now)
+    await res.js.publish(subjects.JOBS_SUBJECT, job.encode(),
+                         headers={subjects.MSG_ID_HEADER: task_id, subjects.TYPE_HEADER: EnhanceJob.TYPE})
+    return state
+
+
+async def wait_final(res: Resources, task_id: str, timeout: float) -> TaskState | None:
+    """The task's record once it is completed or failed; ``None`` if that takes longer than ``timeout``."""
+
+    async def watch() -> TaskState | None:
+        async for state in res.tasks.watch(task_id):
+            if state.final:
+                return state
+        return None
+
+    try:
+        return await asyncio.wait_for(watch(), timeout)
+    except TimeoutError:
+        return None

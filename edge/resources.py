@@ -1,0 +1,46 @@
+"""What the edge holds open while it runs: the NATS connection, the task bucket, the bucket of images."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+
+from bus import ObjectStore, StorageError, TaskStore, connect, ensure_resources
+
+from .settings import EdgeSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Resources:
+    settings: EdgeSettings
+    nc: Client
+    js: JetStreamContext
+    tasks: TaskStore
+    store: ObjectStore
+
+
+@asynccontextmanager
+async def open_resources(settings: EdgeSettings) -> AsyncIterator[Resources]:
+    """Connect, declare the JetStream resources and the bucket (idempotent), and close on exit."""
+    async with connect(settings.nats, "edge") as nc:
+        js = nc.jetstream()
+        kv = await ensure_resources(js, settings.tasks)
+        store = ObjectStore(settings.s3)
+        for attempt in range(30):
+            try:
+                await store.ensure_bucket(settings.tasks.retention_hours)
+                break
+            except StorageError as e:
+                if attempt == 29:
+                    raise
+                log.warning("object storage not ready (%s); retrying", e)
+                await asyncio.sleep(1)
+        yield Resources(settings=settings, nc=nc, js=js, tasks=TaskStore(kv), store=store)

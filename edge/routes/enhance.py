@@ -1,0 +1,72 @@
+"""``POST /api/v1/enhance``: accept a photo, queue it, answer at once."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, File, Form, Query, UploadFile
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile as ReceivedFile
+
+from bus.storage import StorageError, display_name, input_key
+from bus.tasks import new_task_id
+
+from .. import dispatch, options
+from ..deps import ResourcesDep
+from ..errors import ApiError
+from ..images import inspect
+
+router = APIRouter(prefix="/api/v1", tags=["enhance"])
+
+OptionalStr = str | None
+
+
+@router.post("/enhance", summary="Enhance one photo (asynchronous: poll the status, then download)")
+async def enhance(
+    res: ResourcesDep,
+    file: Annotated[UploadFile | None, File(description="The photo (JPEG, PNG, WebP, AVIF, BMP, TIFF)")] = None,
+    tile_size: Annotated[OptionalStr, Form(description="0 (whole image) or 32–2048; default 400")] = None,
+    quality_level: Annotated[OptionalStr, Form(description="fast | medium | high (default)")] = None,
+    scale: Annotated[OptionalStr, Form(description="2 or 4 (default)")] = None,
+    face_enhance: Annotated[OptionalStr, Form(description="true | false | auto (default)")] = None,
+    q_tile_size: Annotated[OptionalStr, Query(alias="tile_size")] = None,
+    q_quality_level: Annotated[OptionalStr, Query(alias="quality_level")] = None,
+    q_scale: Annotated[OptionalStr, Query(alias="scale")] = None,
+    q_face_enhance: Annotated[OptionalStr, Query(alias="face_enhance")] = None,
+) -> dict[str, Any]:
+    settings = res.settings
+    opts = options.parse(
+        {"tile_size": tile_size, "quality_level": quality_level, "scale": scale, "face_enhance": face_enhance},
+        {"tile_size": q_tile_size, "quality_level": q_quality_level, "scale": q_scale,
+         "face_enhance": q_face_enhance},
+    )
+    if not isinstance(file, ReceivedFile):
+        raise ApiError(400, "No file was uploaded: send the photo in a multipart form field named 'file'.")
+    size = file.size if file.size is not None else _measure(file)
+    if size == 0:
+        raise ApiError(400, "The uploaded file is empty.")
+    if size > settings.max_upload_bytes:
+        raise ApiError(413, f"The upload is too large. The maximum size is "
+                            f"{settings.max_upload_bytes / (1024 * 1024):g} MB.")
+    info = await run_in_threadpool(inspect, file.file, max_pixels=settings.max_input_pixels)
+    await dispatch.require_enhancer(res)
+
+    name = display_name(file.filename or f"image.{info.format.lower()}")
+    task_id = new_task_id()
+    key = input_key(task_id, name)
+    try:
+        await res.store.put_stream(key, file.file, size, info.content_type)
+    except StorageError as e:
+        raise ApiError(503, "Storage is unavailable right now; please try again in a moment.",
+                       headers={"Retry-After": "10"}) from e
+    state = await dispatch.submit(res, task_id=task_id, input_key=key, input_name=name, input_size=size,
+                                  width=info.width, height=info.height, options=opts)
+    return {"task_id": state.task_id, "status": state.status, "message": state.message,
+            "created_at": state.created_at}
+
+
+def _measure(file: UploadFile) -> int:
+    file.file.seek(0, 2)
+    size = file.file.tell()
+    file.file.seek(0)
+    return size

@@ -1,0 +1,62 @@
+"""Task status and result download. A task is reachable only through its unguessable id."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+from fastapi import APIRouter
+from fastapi.responses import StreamingResponse
+
+from bus.schemas import COMPLETED, TaskState
+from bus.storage import ObjectMissing, StorageError
+from bus.tasks import is_task_id
+
+from ..deps import ResourcesDep
+from ..errors import ApiError
+from ..resources import Resources
+from ..views import task_status
+
+router = APIRouter(prefix="/api/v1", tags=["tasks"])
+
+
+async def load_task(res: Resources, task_id: str) -> TaskState:
+    if not is_task_id(task_id):
+        raise ApiError(400, "This is not a valid task id (expected 32 hexadecimal characters).")
+    state = await res.tasks.get(task_id)
+    if state is None:
+        hours = res.settings.tasks.retention_hours
+        raise ApiError(404, f"Task not found. Tasks and their results are kept for {hours:g} hours.")
+    return state
+
+
+def content_disposition(filename: str) -> str:
+    """``attachment`` with an ASCII fallback and the exact UTF-8 name (RFC 6266 / 5987)."""
+    fallback = "".join(ch if ch.isascii() and ch.isprintable() and ch not in '"\\;' else "_" for ch in filename)
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
+
+
+@router.get("/status/{task_id}", summary="Where a task is: queued, processing (with progress), completed or failed")
+async def status(task_id: str, res: ResourcesDep) -> dict[str, Any]:
+    return task_status(await load_task(res, task_id))
+
+
+@router.get("/download/{task_id}", summary="The enhanced image", response_class=StreamingResponse)
+async def download(task_id: str, res: ResourcesDep) -> StreamingResponse:
+    state = await load_task(res, task_id)
+    if state.status != COMPLETED or not state.output_key:
+        raise ApiError(400, f"Task not completed. Current status: {state.status}",
+                       status=state.status, task_id=task_id)
+    try:
+        chunks = await res.store.open_stream(state.output_key)
+    except ObjectMissing as e:
+        raise ApiError(404, "The result has expired and is no longer available.") from e
+    except StorageError as e:
+        raise ApiError(503, "Storage is unavailable right now; please try again in a moment.",
+                       headers={"Retry-After": "10"}) from e
+    headers = {"Content-Disposition": content_disposition(state.output_name or "image_enhanced.jpg"),
+               "Cache-Control": "private, max-age=3600"}
+    if state.output_size:
+        headers["Content-Length"] = str(state.output_size)
+    return StreamingResponse(chunks, media_type=state.output_content_type or "application/octet-stream",
+                             headers=headers)

@@ -1,0 +1,68 @@
+"""Edge settings, from the environment only."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bus.settings import (
+    NatsSettings,
+    S3Settings,
+    SettingsError,
+    TaskSettings,
+    env,
+    env_float,
+    env_int,
+    env_secret,
+)
+
+WEB_DIR = Path(__file__).resolve().parent.parent / "web"
+
+
+@dataclass(frozen=True)
+class EdgeSettings:
+    nats: NatsSettings
+    s3: S3Settings
+    tasks: TaskSettings
+    host: str = "127.0.0.1"
+    port: int = 8000
+    #: Largest upload accepted, in bytes (413 beyond; enforced while the body streams in).
+    max_upload_bytes: int = 50 * 1024 * 1024
+    #: Largest image accepted, in pixels (decompression bombs are refused before decoding).
+    max_input_pixels: int = 20_000_000
+    #: Seconds the synchronous presigned flow waits for a result before answering "still processing".
+    sync_timeout: float = 300.0
+    #: Lifetime of presigned upload and result URLs, in seconds.
+    presign_seconds: int = 3600
+    #: Operator token for admin routes (Authorization: Bearer ...); admin routes are off without one.
+    admin_token: str | None = field(default=None, repr=False)
+    #: Origins allowed by CORS (comma-separated in CORS_ORIGINS); empty: same-origin only.
+    cors_origins: tuple[str, ...] = ()
+    #: Directory of the web page (built assets or the placeholder).
+    web_dir: Path = WEB_DIR
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.port <= 65535:
+            raise SettingsError(f"EDGE_PORT must be a TCP port, got {self.port}")
+        if self.max_upload_bytes < 1024:
+            raise SettingsError("MAX_UPLOAD_MB is too small")
+        if "*" in self.cors_origins:
+            raise SettingsError("CORS_ORIGINS must list origins; '*' is not allowed")
+
+    @classmethod
+    def from_env(cls) -> EdgeSettings:
+        origins = tuple(o.strip() for o in (env("CORS_ORIGINS", "") or "").split(",") if o.strip())
+        return cls(
+            nats=NatsSettings.from_env("edge"),
+            s3=S3Settings.from_env(),
+            tasks=TaskSettings.from_env(),
+            host=env("EDGE_HOST", "127.0.0.1") or "127.0.0.1",
+            port=env_int("EDGE_PORT", env_int("PORT", 8000)),
+            max_upload_bytes=int(env_float("MAX_UPLOAD_MB", 50) * 1024 * 1024),
+            max_input_pixels=int(env_float("MAX_INPUT_MEGAPIXELS", 20) * 1_000_000),
+            sync_timeout=env_float("SYNC_TIMEOUT", 300.0),
+            presign_seconds=env_int("PRESIGN_SECONDS", 3600),
+            admin_token=env_secret("ADMIN_TOKEN"),
+            cors_origins=origins,
+            web_dir=Path(env("WEB_DIR", str(WEB_DIR)) or WEB_DIR),
+        )

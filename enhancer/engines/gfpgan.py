@@ -1,0 +1,129 @@
+"""GFPGAN v1.4 face restoration on top of the Real-ESRGAN background, as the original service ran it.
+
+Pipeline: detect → keep the biggest ``max_faces`` → align each to the 512² FFHQ crop → restore all faces in
+batched GFPGAN passes → upscale the whole photo with Real-ESRGAN → paste the faces back. Unlike upstream
+GFPGANer, an OOM never returns the unrestored face: batches shrink, then the job fails with a clear message.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from enhancer.engines import _compat  # noqa: F401  (before gfpgan/basicsr)
+from enhancer.engines._memory import SimulatedOOM, is_oom, release
+from enhancer.engines.base import EngineError, EngineResult, EnhanceOptions, Progress
+from enhancer.engines.faces import (
+    FaceDetector,
+    alignment,
+    detect_faces,
+    make_detector,
+    paste_faces,
+    select_faces,
+    warp_face,
+)
+from enhancer.engines.realesrgan import RealESRGANEngine
+from enhancer.weights import state_dict_from_checkpoint
+
+log = logging.getLogger(__name__)
+
+WEIGHTS_FILE = "GFPGANv1.4.pth"
+MODEL_NAME = "GFPGANv1.4"
+
+
+def gfpgan_arch() -> torch.nn.Module:
+    """GFPGANv1Clean exactly as GFPGANer builds it for v1.4 (``arch='clean'``, ``channel_multiplier=2``)."""
+    from gfpgan.archs.gfpganv1_clean_arch import GFPGANv1Clean
+
+    return GFPGANv1Clean(
+        out_size=512, num_style_feat=512, channel_multiplier=2, decoder_load_path=None, fix_decoder=False,
+        num_mlp=8, input_is_latent=True, different_w=True, narrow=1, sft_half=True,
+    )
+
+
+class GFPGANEngine:
+    """Face restoration engine. Weights load in the constructor so a missing/bad file fails at startup.
+
+    GFPGAN runs in fp32 (as the original did; fp16 harms it). The stored StyleGAN noise is used instead of
+    fresh random noise, so the same photo always gives the same result. No per-call state on the
+    instance; the detector (RetinaFace) keeps some, so one job at a time per instance.
+    """
+
+    name = "gfpgan"
+
+    def __init__(
+        self,
+        model_dir: Path,
+        device: torch.device | str = "cpu",
+        *,
+        background: RealESRGANEngine | None = None,
+        detector: FaceDetector | None = None,
+        max_faces: int = 10,
+        min_face_size: int = 20,
+        face_batch: int = 4,
+    ) -> None:
+        self.model_dir = Path(model_dir)
+        self.device = torch.device(device)
+        path = self.model_dir / WEIGHTS_FILE
+        if not path.is_file():
+            raise EngineError(
+                f"Face restoration needs {WEIGHTS_FILE} in {self.model_dir}; run `photoenhance models fetch`."
+            )
+        net = gfpgan_arch()
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        net.load_state_dict(state_dict_from_checkpoint(ckpt), strict=True)
+        self._net = net.requires_grad_(False).eval().to(self.device)
+        self.background = background or RealESRGANEngine(self.model_dir, self.device)
+        self.detector = detector or make_detector(self.model_dir, self.device)
+        self.max_faces, self.min_face_size, self.face_batch = max_faces, min_face_size, face_batch
+        #: Test hook: raise a (simulated) OOM for any GFPGAN batch of more than this many faces.
+        self.simulate_oom_batch_above: int | None = None
+
+    def enhance(self, rgb: np.ndarray, opts: EnhanceOptions, progress: Progress) -> EngineResult:
+        """Restore up to ``max_faces`` faces and upscale the photo by ``opts.scale``."""
+        faces = select_faces(detect_faces(self.detector, rgb), self.max_faces, self.min_face_size)
+        aligned = [(a, warp_face(rgb, a)) for a in map(alignment, faces) if a is not None]
+        n = len(aligned)
+        progress("faces_detected", n, n)
+        restored = self.restore([crop for _, crop in aligned], progress)
+        background, tiles, bg_model = self.background.upscale(rgb, opts, progress)
+        # Paste smallest first so that where faces overlap the biggest one wins.
+        image = paste_faces(background, restored[::-1], [a for a, _ in aligned][::-1], opts.scale)
+        return EngineResult(image=image, faces=n, tiles=tiles, engine=self.name, model=f"{MODEL_NAME}+{bg_model}")
+
+    def restore(self, crops: list[np.ndarray], progress: Progress) -> list[np.ndarray]:
+        """Run GFPGAN on aligned 512² RGB crops in batches; halve the batch on OOM, down to one face."""
+        done: list[np.ndarray] = []
+        batch = max(self.face_batch, 1)
+        while len(done) < len(crops):
+            chunk = crops[len(done) : len(done) + batch]
+            try:
+                out = self._forward(chunk)
+            except Exception as exc:
+                if not is_oom(exc):
+                    raise
+                out = None
+            if out is None:
+                release(self.device)
+                if batch == 1:
+                    raise EngineError("Not enough GPU memory to restore the faces in this image, even one at a time")
+                batch //= 2
+                log.warning("Out of memory in GFPGAN; retrying with batches of %d faces", batch)
+                continue
+            for face in out:
+                done.append(face)
+                progress("restoring", len(done), len(crops))
+        return done
+
+    @torch.inference_mode()
+    def _forward(self, chunk: list[np.ndarray]) -> list[np.ndarray]:
+        if self.simulate_oom_batch_above is not None and len(chunk) > self.simulate_oom_batch_above:
+            raise SimulatedOOM(f"CUDA out of memory (simulated for a batch of {len(chunk)} faces)")
+        x = torch.from_numpy(np.stack(chunk)).to(self.device).permute(0, 3, 1, 2).float()
+        x = x.div_(255.0).sub_(0.5).div_(0.5)  # RGB in [-1, 1], as GFPGAN was trained
+        y = self._net(x, return_rgb=False, randomize_noise=False)[0]
+        y = y.clamp_(-1, 1).add_(1).mul_(127.5).round_().to(torch.uint8)
+        return list(y.permute(0, 2, 3, 1).cpu().numpy())

@@ -1,0 +1,155 @@
+"""Real-ESRGAN super-resolution engine (the default): x4plus for high/medium quality, animevideov3 for fast.
+
+Own tiled inference instead of RealESRGANer, because that class keeps per-call state on the instance and
+swallows CUDA OOM (pasting the previous tile). Here an OOM halves the tile size and redoes the whole image,
+down to 64-pixel tiles, and then fails with an :class:`EngineError`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from enhancer import weights
+from enhancer.engines._memory import SimulatedOOM, is_oom, release
+from enhancer.engines.base import EngineError, EngineResult, EnhanceOptions, Progress
+from enhancer.engines.tiling import NonFiniteOutput, tile_grid, upscale_tiled
+
+log = logging.getLogger(__name__)
+
+MODEL_SCALE = 4
+TILE_PAD = 10
+MIN_TILE = 64
+
+
+@dataclass(frozen=True)
+class _Spec:
+    model: str  # the name users and logs see
+    loader: str  # function in enhancer.weights returning the state dict
+    arch: str  # function in enhancer.weights building the torch module
+
+
+_SPECS = {
+    "x4plus": _Spec("RealESRGAN_x4plus", "load_x4plus", "x4plus_arch"),
+    "animevideov3": _Spec("realesr-animevideov3", "load_animevideov3", "animevideov3_arch"),
+}
+
+
+def variant_for(quality: str) -> str:
+    """high/medium → x4plus (16.7 M params); fast → animevideov3 (0.6 M params, ~20× faster)."""
+    return "animevideov3" if quality == "fast" else "x4plus"
+
+
+def _smaller_tile(tile: int, height: int, width: int) -> int | None:
+    """Next tile edge after an OOM: half the edge in effect, never below MIN_TILE; None when out of room."""
+    edge = max(height, width) if tile <= 0 else min(tile, max(height, width))
+    return None if edge <= MIN_TILE else max(edge // 2, MIN_TILE)
+
+
+class RealESRGANEngine:
+    """Real-ESRGAN x4 models with tiling, OOM recovery, and exact 2× output via INTER_AREA.
+
+    Models load lazily per quality (a lock makes that safe) and are then read-only, so the instance holds
+    no per-call state. fp16 is used on CUDA; if a card produces NaN/inf or black output in fp16, the image
+    is redone in fp32 and fp16 stays off for this instance (that is a property of the card, not the job).
+    """
+
+    name = "realesrgan"
+
+    def __init__(self, model_dir: Path, device: torch.device | str = "cpu", *, half: bool | None = None) -> None:
+        self.model_dir = Path(model_dir)
+        self.device = torch.device(device)
+        self.half = self.device.type == "cuda" if half is None else half
+        self._models: dict[tuple[str, torch.dtype], torch.nn.Module] = {}
+        self._lock = threading.Lock()
+        #: Test hook: raise a (simulated) OOM for any tile whose edge exceeds this many input pixels.
+        self.simulate_oom_above: int | None = None
+
+    def preload(self, *qualities: str) -> None:
+        """Load (and if needed convert) the models for ``qualities`` now rather than on the first job."""
+        for q in qualities or ("high",):
+            self._model(variant_for(q), torch.float16 if self.half else torch.float32)
+
+    def _model(self, variant: str, dtype: torch.dtype) -> torch.nn.Module:
+        with self._lock:
+            key = (variant, dtype)
+            if key not in self._models:
+                spec = _SPECS[variant]
+                net = getattr(weights, spec.arch)()
+                net.load_state_dict(getattr(weights, spec.loader)(self.model_dir), strict=True)
+                net.requires_grad_(False).eval()
+                self._models[key] = net.to(device=self.device, dtype=dtype)
+            return self._models[key]
+
+    def enhance(self, rgb: np.ndarray, opts: EnhanceOptions, progress: Progress) -> EngineResult:
+        """Upscale ``rgb`` (HxWx3 uint8) by ``opts.scale``; see the class docstring for the failure rules."""
+        image, tiles, model = self.upscale(rgb, opts, progress)
+        return EngineResult(image=image, tiles=tiles, engine=self.name, model=model)
+
+    def upscale(self, rgb: np.ndarray, opts: EnhanceOptions, progress: Progress) -> tuple[np.ndarray, int, str]:
+        """Return (image at ``opts.scale``, tiles in the final pass, model name)."""
+        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+            raise ValueError(f"expected HxWx3 uint8 RGB, got {rgb.shape} {rgb.dtype}")
+        variant = variant_for(opts.quality)
+        out, tiles = self._upscale_x4(rgb, variant, opts.tile_size, progress)
+        h, w = rgb.shape[:2]
+        if opts.scale != MODEL_SCALE:
+            out = cv2.resize(out, (w * opts.scale, h * opts.scale), interpolation=cv2.INTER_AREA)
+        return out, tiles, _SPECS[variant].model
+
+    def _upscale_x4(self, rgb: np.ndarray, variant: str, tile: int, progress: Progress) -> tuple[np.ndarray, int]:
+        h, w = rgb.shape[:2]
+        while True:
+            try:
+                return self._run_precision(rgb, variant, tile, progress)
+            except Exception as exc:
+                if not is_oom(exc):
+                    raise
+                reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            release(self.device)  # outside the except block, so the traceback's tensors are gone
+            smaller = _smaller_tile(tile, h, w)
+            if smaller is None:
+                raise EngineError(
+                    f"Not enough GPU memory to process this image, even with {MIN_TILE}-pixel tiles"
+                )
+            log.warning("Out of memory with tile %s (%s); retrying with %s-pixel tiles", tile, reason, smaller)
+            tile = smaller
+
+    def _run_precision(
+        self, rgb: np.ndarray, variant: str, tile: int, progress: Progress
+    ) -> tuple[np.ndarray, int]:
+        if self.half:
+            try:
+                out = self._run(rgb, variant, tile, torch.float16, progress)
+                if not (out.max() == 0 and rgb.max() > 8):
+                    return out, len(tile_grid(*rgb.shape[:2], tile))
+            except NonFiniteOutput:
+                pass
+            log.warning("fp16 gave NaN/inf or black output on %s; using fp32 from now on", self.device)
+            self.half = False
+        return self._run(rgb, variant, tile, torch.float32, progress), len(tile_grid(*rgb.shape[:2], tile))
+
+    def _run(self, rgb: np.ndarray, variant: str, tile: int, dtype: torch.dtype, progress: Progress) -> np.ndarray:
+        return upscale_tiled(
+            self._model(variant, dtype),
+            rgb,
+            scale=MODEL_SCALE,
+            tile=tile,
+            pad=TILE_PAD,
+            device=self.device,
+            dtype=dtype,
+            progress=progress,
+            check_tile=self._check_tile if self.simulate_oom_above is not None else None,
+        )
+
+    def _check_tile(self, height: int, width: int) -> None:
+        limit = self.simulate_oom_above
+        if limit is not None and max(height, width) > limit:
+            raise SimulatedOOM(f"CUDA out of memory (simulated for a {height}x{width} tile)")
+

@@ -1,0 +1,82 @@
+"""The enhancer process: a ``nats.micro`` service on the bus plus the job loop.
+
+The micro service makes every worker visible to operators (``nats micro ls|info|stats
+enhancer``) and answers ``pe.enhancer.describe`` in the ``enhancer`` queue group; the jobs
+themselves arrive through the JetStream work queue (see ``worker.py`` for why).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from contextlib import AsyncExitStack
+from typing import Any
+
+from nats.micro import add_service
+from nats.micro.request import Request
+from nats.micro.service import EndpointStats
+
+from bus import __version__, connect, subjects, wait_for_resources
+from bus.schemas import EnhancerDescription
+from bus.storage import ObjectStore
+from bus.tasks import TaskStore
+
+from .engines import available_engines, pick_device
+from .settings import EnhancerSettings
+from .worker import Worker
+
+log = logging.getLogger(__name__)
+
+
+async def serve(settings: EnhancerSettings, stop: asyncio.Event) -> None:
+    """Run until ``stop`` is set, then drain: finish held jobs, take no new ones, leave the bus."""
+    device = pick_device(settings.device)
+    engines = available_engines(settings.model_dir)
+    settings.model_dir.mkdir(parents=True, exist_ok=True)
+    async with AsyncExitStack() as stack:
+        nc = await stack.enter_async_context(connect(settings.nats, f"enhancer {settings.worker_id}"))
+        kv = await wait_for_resources(nc.jetstream())
+        store = ObjectStore(settings.s3)
+        worker = Worker(settings, nc, TaskStore(kv), store, device=device, engines=engines)
+
+        def describe() -> EnhancerDescription:
+            return EnhancerDescription(worker_id=settings.worker_id, engines=engines, device=str(device),
+                                       capacity=settings.concurrency, in_flight=worker.counters.in_flight,
+                                       version=__version__)
+
+        async def on_describe(req: Request) -> None:
+            await req.respond(describe().encode(), headers={subjects.TYPE_HEADER: EnhancerDescription.TYPE})
+
+        def stats(_: EndpointStats) -> dict[str, Any]:
+            c = worker.counters
+            return {"worker_id": settings.worker_id, "capacity": settings.concurrency, "in_flight": c.in_flight,
+                    "jobs_done": c.done, "jobs_failed": c.failed, "device": str(device)}
+
+        service = await add_service(
+            nc, name=subjects.ENHANCER_SERVICE, version=__version__,
+            description="PhotoEnhanceAI enhancer (Real-ESRGAN, GFPGAN)",
+            metadata={"worker_id": settings.worker_id, "device": str(device), "engines": ",".join(engines),
+                      "capacity": str(settings.concurrency)},
+            queue_group=subjects.ENHANCER_QUEUE, stats_handler=stats,
+        )
+        await service.add_endpoint(name="describe", subject=subjects.ENHANCER_DESCRIBE, handler=on_describe)
+        log.info("enhancer %s ready on %s with engines %s", settings.worker_id, device, engines)
+        try:
+            await worker.run(stop)
+        finally:
+            await service.stop()
+
+
+def main() -> None:
+    """Entry point of ``photoenhance enhancer``: SIGTERM/SIGINT drain and exit."""
+    settings = EnhancerSettings.from_env()
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(settings, stop)
+
+    asyncio.run(run())

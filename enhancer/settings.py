@@ -1,0 +1,55 @@
+"""Enhancer settings, from the environment only."""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bus.settings import NatsSettings, S3Settings, SettingsError, TaskSettings, env, env_float, env_int
+
+DEFAULT_MODEL_DIR = Path(os.path.expanduser("~/.cache/photoenhance/models"))
+
+
+@dataclass(frozen=True)
+class EnhancerSettings:
+    nats: NatsSettings
+    s3: S3Settings
+    tasks: TaskSettings
+    #: Where weights live (GFPGANv1.4.pth, RetinaFace) and where converted Real-ESRGAN weights are cached.
+    model_dir: Path = DEFAULT_MODEL_DIR
+    #: Jobs this worker runs at once; each has its own model instance and thread.
+    concurrency: int = 1
+    #: "auto" (CUDA when present), "cpu", "cuda" or "cuda:N".
+    device: str = "auto"
+    #: Largest input accepted, in pixels (the edge checks too; this protects the worker).
+    max_input_pixels: int = 20_000_000
+    #: Most faces restored per photo (biggest first); bounds the work of a garbage detection.
+    max_faces: int = 10
+    #: Name shown in ``nats micro ls`` and the registry.
+    worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+    #: Seconds between "still working" signals to JetStream (must be well under ack_wait).
+    keepalive: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.concurrency < 1:
+            raise SettingsError("ENHANCER_CONCURRENCY must be at least 1")
+        if self.max_input_pixels < 1:
+            raise SettingsError("MAX_INPUT_MEGAPIXELS must be positive")
+        if self.keepalive <= 0:
+            object.__setattr__(self, "keepalive", max(1.0, self.tasks.ack_wait / 3))
+
+    @classmethod
+    def from_env(cls) -> EnhancerSettings:
+        return cls(
+            nats=NatsSettings.from_env("enhancer"),
+            s3=S3Settings.from_env(),
+            tasks=TaskSettings.from_env(),
+            model_dir=Path(env("MODEL_DIR", str(DEFAULT_MODEL_DIR)) or DEFAULT_MODEL_DIR).expanduser(),
+            concurrency=env_int("ENHANCER_CONCURRENCY", 1),
+            device=env("ENHANCER_DEVICE", "auto") or "auto",
+            max_input_pixels=int(env_float("MAX_INPUT_MEGAPIXELS", 20.0) * 1_000_000),
+            max_faces=env_int("ENHANCER_MAX_FACES", 10),
+            worker_id=env("ENHANCER_ID") or f"{socket.gethostname()}-{os.getpid()}",
+        )

@@ -1,0 +1,347 @@
+"""The job loop: pull a job only when a slot is free, run it off the event loop, report it.
+
+Why a JetStream pull consumer and not a plain queue group: NATS gives a queue-group message
+to a random member, busy or not. Here a worker asks for the next job (``fetch(1)``) only when
+one of its slots is free, so work goes to free capacity by construction; an unacknowledged job
+is redelivered to another worker after ``ack_wait`` when its worker dies; and ``in_progress()``
+keeps a long job from being redelivered while its worker is alive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from typing import Any
+
+import nats.errors
+from nats.aio.msg import Msg
+
+from bus import subjects
+from bus.schemas import COMPLETED, FAILED, PROCESSING, QUEUED, EnhanceJob, TaskEvent, TaskState
+from bus.storage import ObjectMissing, ObjectStore, StorageError, display_name, output_key
+from bus.tasks import TaskStore
+
+from .engines import Engine, EngineError, create_engine
+from .engines import EnhanceOptions as EngineOptions
+from .imaging import ImageError, decode, encode, upscale_alpha
+from .progress import Reporter
+from .settings import EnhancerSettings
+
+log = logging.getLogger(__name__)
+
+
+class PermanentFailure(Exception):
+    """The task cannot succeed however often it is retried; the message is shown to the user."""
+
+
+class Transient(Exception):
+    """The task may succeed later (storage down...): retry with back-off."""
+
+
+class Slot:
+    """One model instance and the one thread it runs on: a model serves one job at a time."""
+
+    def __init__(self, index: int, settings: EnhancerSettings, device: Any) -> None:
+        self.index = index
+        self.executor = ThreadPoolExecutor(1, thread_name_prefix=f"engine-{index}")
+        self._settings = settings
+        self._device = device
+        self._engines: dict[str, Engine] = {}
+
+    def engine(self, name: str) -> Engine:
+        """Load lazily, in the slot's thread (called from inside the executor)."""
+        if name not in self._engines:
+            self._engines[name] = create_engine(name, self._settings.model_dir, self._device)
+        return self._engines[name]
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=True, cancel_futures=True)
+
+
+@dataclass
+class Counters:
+    in_flight: int = 0
+    done: int = 0
+    failed: int = 0
+
+
+class Worker:
+    """Runs jobs from the shared consumer with ``settings.concurrency`` slots."""
+
+    def __init__(
+        self,
+        settings: EnhancerSettings,
+        nc,
+        tasks: TaskStore,
+        store: ObjectStore,
+        *,
+        device: Any,
+        engines: list[str],
+    ) -> None:
+        self.settings = settings
+        self.nc = nc
+        self.js = nc.jetstream()
+        self.tasks = tasks
+        self.store = store
+        self.engines = engines
+        self.counters = Counters()
+        self._slots: asyncio.Queue[Slot] = asyncio.Queue()
+        self._all_slots = [Slot(i, settings, device) for i in range(settings.concurrency)]
+        for slot in self._all_slots:
+            self._slots.put_nowait(slot)
+        self._running: set[asyncio.Task[None]] = set()
+
+    # --- the loop --------------------------------------------------------------------------
+    async def run(self, stop: asyncio.Event) -> None:
+        """Fetch while not stopped; then let the jobs in hand finish (drain) and return."""
+        sub = await self.js.pull_subscribe_bind(durable=subjects.JOBS_CONSUMER, stream=subjects.JOBS_STREAM)
+        log.info("worker %s: taking jobs with %d slot(s)", self.settings.worker_id, len(self._all_slots))
+        try:
+            while not stop.is_set():
+                slot = await self._next_slot(stop)
+                if slot is None:
+                    break
+                msg = await self._fetch(sub, stop)
+                if msg is None:
+                    self._slots.put_nowait(slot)
+                    continue
+                task = asyncio.create_task(self._run_job(msg, slot))
+                self._running.add(task)
+                task.add_done_callback(self._running.discard)
+        finally:
+            # Taking nothing new from here on; finish what we hold.
+            if self._running:
+                log.info("worker %s: draining %d job(s)", self.settings.worker_id, len(self._running))
+                await asyncio.gather(*list(self._running), return_exceptions=True)
+            try:
+                await sub.unsubscribe()
+            except Exception as e:  # connection may already be gone
+                log.debug("unsubscribe failed: %s", e)
+            for slot in self._all_slots:
+                slot.close()
+
+    async def _next_slot(self, stop: asyncio.Event) -> Slot | None:
+        getter = asyncio.ensure_future(self._slots.get())
+        stopper = asyncio.ensure_future(stop.wait())
+        done, _ = await asyncio.wait({getter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        stopper.cancel()
+        if getter in done:
+            slot = getter.result()
+            if stop.is_set():
+                self._slots.put_nowait(slot)
+                return None
+            return slot
+        getter.cancel()
+        return None
+
+    async def _fetch(self, sub, stop: asyncio.Event) -> Msg | None:
+        try:
+            msgs = await sub.fetch(1, timeout=1.0)
+        except (TimeoutError, nats.errors.TimeoutError):
+            return None
+        except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError) as e:
+            log.warning("fetch: %s; retrying", e)
+            await asyncio.sleep(0.5)
+            return None
+        except Exception as e:
+            if stop.is_set():
+                return None
+            log.warning("fetch failed: %s; retrying", e)
+            await asyncio.sleep(0.5)
+            return None
+        return msgs[0] if msgs else None
+
+    # --- one job -----------------------------------------------------------------------------
+    async def _run_job(self, msg: Msg, slot: Slot) -> None:
+        self.counters.in_flight += 1
+        keepalive = asyncio.create_task(self._keepalive(msg))
+        try:
+            await self._handle(msg, slot)
+        except Exception:  # nothing may kill the worker; the message will be redelivered
+            log.exception("unexpected error while handling a job; it will be redelivered")
+            await _quietly(msg.nak(delay=2))
+        finally:
+            keepalive.cancel()
+            self.counters.in_flight -= 1
+            self._slots.put_nowait(slot)
+
+    async def _keepalive(self, msg: Msg) -> None:
+        while True:
+            await asyncio.sleep(self.settings.keepalive)
+            await _quietly(msg.in_progress())
+
+    async def _handle(self, msg: Msg, slot: Slot) -> None:
+        try:
+            job = EnhanceJob.decode(msg.data, subject=msg.subject)
+        except Exception as e:
+            log.error("rejecting a malformed job message: %s", e)
+            await msg.term()
+            return
+        attempt = msg.metadata.num_delivered
+        state = await self.tasks.get(job.task_id)
+        if state is None:
+            log.warning("task %s: no record (expired?); dropping its job", job.task_id)
+            await msg.term()
+            return
+        if state.final:  # finished before a redelivery: never do it (or bill it) twice
+            await msg.ack()
+            return
+        if attempt > self.settings.tasks.max_attempts:
+            await self._fail(job, attempt, f"The task was attempted {attempt - 1} times and its worker "
+                                           "stopped each time (crash or restart); giving up.")
+            await msg.ack()
+            return
+
+        started = time.time()
+        claimed = await self.tasks.update(job.task_id, lambda s: None if s.final else s.replace(
+            status=PROCESSING, stage=PROCESSING, message="Processing", attempts=attempt,
+            worker=self.settings.worker_id, started_at=started, updated_at=started, progress=0.01, error=None))
+        if claimed is None or claimed.final:
+            await msg.ack()
+            return
+
+        try:
+            result = await self._enhance(job, slot, attempt)
+        except PermanentFailure as e:
+            await self._fail(job, attempt, str(e))
+            await msg.ack()
+            return
+        except Transient as e:
+            if attempt >= self.settings.tasks.max_attempts:
+                await self._fail(job, attempt, f"{e} Gave up after {attempt} attempts.")
+                await msg.ack()
+            else:
+                await self._record(job.task_id, attempt, status=QUEUED, stage=QUEUED,
+                                   message=f"{e} Retrying (attempt {attempt + 1} of "
+                                           f"{self.settings.tasks.max_attempts}).")
+                await msg.nak(delay=min(2.0**attempt, 30.0))
+            return
+
+        await self._complete(job, attempt, result)
+        await msg.ack()
+
+    async def _enhance(self, job: EnhanceJob, slot: Slot, attempt: int) -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        timings: dict[str, float] = {}
+
+        async def record(stage: str, progress: float, text: str) -> None:
+            await self._record(job.task_id, attempt, stage=stage, progress=progress, message=text)
+
+        reporter = Reporter(self.nc, job.task_id, record)
+        t = time.perf_counter()
+        try:
+            data = await self.store.get_bytes(job.input_key)
+        except ObjectMissing as e:
+            raise PermanentFailure("The uploaded image is no longer available (expired or never uploaded).") from e
+        except StorageError as e:
+            raise Transient("Object storage is unavailable.") from e
+        timings["fetch"] = time.perf_counter() - t
+        await reporter.report("fetched")
+
+        engine_name = self._choose_engine(job)
+        opts = job.options()
+        engine_opts = EngineOptions(scale=opts.scale, quality=opts.quality, tile_size=opts.tile_size,
+                                    face_enhance=engine_name == "gfpgan")
+
+        def work() -> tuple[bytes, str, str, Any, int, int]:
+            t0 = time.perf_counter()
+            decoded = decode(data, max_pixels=self.settings.max_input_pixels)
+            timings["decode"] = time.perf_counter() - t0
+            reporter("decoded")
+            engine = slot.engine(engine_name)
+            t0 = time.perf_counter()
+            result = engine.enhance(decoded.rgb, engine_opts, reporter)
+            timings["engine"] = time.perf_counter() - t0
+            reporter("encoding")
+            t0 = time.perf_counter()
+            h, w = result.image.shape[:2]
+            alpha = upscale_alpha(decoded.alpha, (w, h)) if decoded.alpha is not None else None
+            body, ctype, ext = encode(result.image, alpha, decoded.icc, decoded.source_format)
+            timings["encode"] = time.perf_counter() - t0
+            return body, ctype, ext, result, w, h
+
+        try:
+            body, ctype, ext, result, width, height = await loop.run_in_executor(slot.executor, work)
+        except ImageError as e:
+            raise PermanentFailure(str(e)) from e
+        except EngineError as e:
+            raise PermanentFailure(str(e)) from e
+        except Exception as e:
+            log.exception("task %s: engine %s failed", job.task_id, engine_name)
+            raise PermanentFailure(
+                f"Enhancement failed because of an internal error ({type(e).__name__}); "
+                "the operators can find the details in the enhancer's log.") from e
+
+        stem = PurePosixPath(display_name(job.input_name)).stem or "image"
+        name = f"{stem}_enhanced.{ext}"
+        key = output_key(job.task_id, name)
+        t = time.perf_counter()
+        try:
+            await self.store.put_bytes(key, body, ctype)
+        except StorageError as e:
+            raise Transient("Object storage is unavailable; the result could not be stored.") from e
+        timings["store"] = time.perf_counter() - t
+        await reporter.report("stored")
+        await reporter.flush()
+        return {"output_key": key, "output_name": name, "output_content_type": ctype, "output_size": len(body),
+                "output_width": width, "output_height": height, "engine": f"{result.engine}:{result.model}",
+                "faces": result.faces, "timings": {k: round(v, 4) for k, v in timings.items()}}
+
+    def _choose_engine(self, job: EnhanceJob) -> str:
+        if job.face_enhance is True and "gfpgan" not in self.engines:
+            raise PermanentFailure("Face restoration is not available on this service: the GFPGAN weights are "
+                                   "not installed (operators: run `photoenhance models fetch`).")
+        return "gfpgan" if job.face_enhance is not False and "gfpgan" in self.engines else "realesrgan"
+
+    # --- recording -------------------------------------------------------------------------------
+    async def _record(self, task_id: str, attempt: int, **changes: Any) -> TaskState | None:
+        """Write the record unless it is final or a later attempt owns it."""
+        now = time.time()
+
+        def change(s: TaskState) -> TaskState | None:
+            if s.final or s.attempts > attempt:
+                return None
+            return s.replace(updated_at=now, **changes)
+
+        return await self.tasks.update(task_id, change)
+
+    async def _publish_event(self, event: TaskEvent) -> None:
+        await self.js.publish(subjects.task_event(event.kind), event.encode(),
+                              headers={subjects.MSG_ID_HEADER: event.dedup_id,
+                                       subjects.TYPE_HEADER: TaskEvent.TYPE})
+
+    async def _complete(self, job: EnhanceJob, attempt: int, result: dict[str, Any]) -> None:
+        now = time.time()
+        state = await self.tasks.get(job.task_id)
+        started = state.started_at if state and state.started_at else now
+        processing_time = round(now - started, 3)
+        # The fact first (de-duplicated), then the record: a crash in between re-runs the job,
+        # and the repeated fact is dropped by JetStream, so billing sees it once.
+        await self._publish_event(TaskEvent(task_id=job.task_id, kind=COMPLETED, at=now, owner=job.owner,
+                                            engine=result["engine"], processing_time=processing_time))
+        await self._record(job.task_id, attempt, status=COMPLETED, stage=COMPLETED, progress=1.0,
+                           message="Enhancement completed", finished_at=now, processing_time=processing_time,
+                           **result)
+        self.counters.done += 1
+        log.info("task %s: completed in %.2fs (%s)", job.task_id, processing_time, result["timings"])
+
+    async def _fail(self, job: EnhanceJob, attempt: int, reason: str) -> None:
+        now = time.time()
+        await self._publish_event(TaskEvent(task_id=job.task_id, kind=FAILED, at=now, owner=job.owner,
+                                            error=reason))
+        await self.tasks.update(job.task_id, lambda s: None if s.final else s.replace(
+            status=FAILED, stage=FAILED, message="Enhancement failed", error=reason, finished_at=now,
+            updated_at=now, attempts=max(s.attempts, attempt)))
+        self.counters.failed += 1
+        log.warning("task %s: failed: %s", job.task_id, reason)
+
+
+async def _quietly(coro: Any) -> None:
+    try:
+        await coro
+    except Exception as e:
+        log.debug("ignored: %s", e)

@@ -1,0 +1,3 @@
+from photoenhance.cli import main
+
+main()

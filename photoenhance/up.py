@@ -1,0 +1,105 @@
+"""``photoenhance up``: the whole service on one machine, on embedded defaults.
+
+Starts a real ``nats-server`` (JetStream) and a real S3 server as child processes unless
+``NATS_URL`` / ``S3_ENDPOINT`` point elsewhere, then the edge, one enhancer and billing as
+separate processes, each connecting with its own credentials. Ctrl-C (or SIGTERM) stops the
+services first — the enhancer finishes the job it holds — then the servers.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import ExitStack
+from pathlib import Path
+
+from .servers import EmbeddedNats, EmbeddedS3, ServerError
+
+SERVICES = ("edge", "enhancer", "billing")
+
+
+def _service_env(nats: EmbeddedNats | None, s3: EmbeddedS3 | None, role: str, data_dir: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    if nats is not None:
+        env.update(nats.env_for(role))
+    if s3 is not None:
+        env.update(s3.env())
+    env.setdefault("BILLING_DB", str(data_dir / "billing.sqlite3"))
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def _wait_http(url: str, procs: dict[str, subprocess.Popen[bytes]], timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for name, proc in procs.items():
+            if proc.poll() is not None:
+                raise ServerError(f"{name} exited with code {proc.returncode} while starting")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status < 500:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.3)
+    raise ServerError(f"the edge did not answer {url} within {timeout:.0f}s")
+
+
+def _stop(procs: dict[str, subprocess.Popen[bytes]], timeout: float = 60) -> None:
+    for proc in procs.values():
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for proc in procs.values():
+        try:
+            proc.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def run_all(*, port: int, data_dir: Path, host: str = "127.0.0.1") -> int:
+    data_dir = data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    stop = {"now": False}
+
+    def on_signal(signum: int, _frame: object) -> None:
+        stop["now"] = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    with ExitStack() as stack:
+        nats = s3 = None
+        if not os.environ.get("NATS_URL"):
+            nats = stack.enter_context(EmbeddedNats(data_dir / "nats"))
+            print(f"nats-server (JetStream) on {nats.url}, monitoring {nats.monitor_url}", flush=True)
+        if not os.environ.get("S3_ENDPOINT"):
+            s3 = stack.enter_context(EmbeddedS3(data_dir / "s3"))
+            print(f"S3 server on {s3.endpoint} (bucket {s3.bucket})", flush=True)
+        try:
+            for name in SERVICES:
+                env = _service_env(nats, s3, name, data_dir)
+                if name == "edge":
+                    env |= {"EDGE_PORT": str(port), "EDGE_HOST": host}
+                procs[name] = subprocess.Popen([sys.executable, "-m", "photoenhance", name], env=env)
+            url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+            _wait_http(f"{url}/api/v1/health", procs)
+            print(f"\nPhotoEnhanceAI is running: open {url}/  (API docs: {url}/docs). Ctrl-C stops it.\n",
+                  flush=True)
+            while not stop["now"]:
+                for name, proc in procs.items():
+                    if proc.poll() is not None:
+                        print(f"{name} exited with code {proc.returncode}; stopping", file=sys.stderr)
+                        stop["now"] = True
+                time.sleep(0.5)
+        except ServerError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        finally:
+            print("stopping…", flush=True)
+            _stop(procs)
+    return 0

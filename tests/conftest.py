@@ -1,0 +1,71 @@
+"""Fixtures: a real ``nats-server`` with JetStream and a real S3 server on free loopback ports,
+started once per session, with the edge and one enhancer as separate processes on top.
+
+Nothing here is mocked: the services connect with their own role credentials, exactly as
+``photoenhance up`` runs them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import nats
+import pytest
+from nats.aio.client import Client
+
+from photoenhance.servers import EmbeddedNats, EmbeddedS3
+
+from .support import Stack
+
+#: Settings that make the fault tests quick: a dead worker's job is redelivered after 4 s.
+TEST_ENV = {"TASK_ACK_WAIT": "4", "MAX_UPLOAD_MB": "5", "MAX_INPUT_MEGAPIXELS": "4", "SYNC_TIMEOUT": "120",
+            "ENHANCER_CONCURRENCY": "1"}
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="session")
+def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedNats]:
+    with EmbeddedNats(tmp_path_factory.mktemp("nats")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedS3]:
+    with EmbeddedS3(tmp_path_factory.mktemp("s3")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def stack(nats_server: EmbeddedNats, s3_server: EmbeddedS3, model_dir: Path,
+          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """Edge + one enhancer on the session's servers."""
+    s = Stack(nats=nats_server, s3=s3_server, root=tmp_path_factory.mktemp("stack"), model_dir=model_dir,
+              extra_env=dict(TEST_ENV))
+    try:
+        s.start_edge()
+        s.start_enhancer("enhancer-1")
+        yield s
+    finally:
+        s.stop()
+
+
+@pytest.fixture
+def http(stack: Stack) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=stack.url, timeout=30) as client:
+        yield client
+
+
+@pytest.fixture
+async def admin_nc(nats_server: EmbeddedNats) -> AsyncIterator[Client]:
+    """An operator connection (like the ``nats`` CLI's), for watching what travels on the bus."""
+    nc = await nats.connect(nats_server.url, user="admin", password=nats_server.passwords["admin"])
+    try:
+        yield nc
+    finally:
+        await nc.close()

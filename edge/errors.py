@@ -26,8 +26,10 @@ class ApiError(Exception):
         self.extra = extra
 
 
-def error_response(status: int, message: str, headers: dict[str, str] | None = None, **extra: object) -> JSONResponse:
-    return JSONResponse({"error": message, **extra}, status_code=status, headers=headers)
+def error_response(
+    status: int, message: str, headers: dict[str, str] | None = None, extra: dict[str, object] | None = None
+) -> JSONResponse:
+    return JSONResponse({"error": message, **(extra or {})}, status_code=status, headers=headers)
 
 
 _STARLETTE_MESSAGES = {
@@ -47,7 +49,7 @@ def _describe(errors: list[dict]) -> str:
 def install(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def on_api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return error_response(exc.status, exc.message, exc.headers, **exc.extra)
+        return error_response(exc.status, exc.message, exc.headers, exc.extra)
 
     @app.exception_handler(RequestValidationError)
     async def on_validation(_: Request, exc: RequestValidationError) -> JSONResponse:

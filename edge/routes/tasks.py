@@ -46,7 +46,7 @@ async def download(task_id: str, res: ResourcesDep) -> StreamingResponse:
     state = await load_task(res, task_id)
     if state.status != COMPLETED or not state.output_key:
         raise ApiError(400, f"Task not completed. Current status: {state.status}",
-                       status=state.status, task_id=task_id)
+                       current_status=state.status, task_id=task_id)
     try:
         chunks = await res.store.open_stream(state.output_key)
     except ObjectMissing as e:

@@ -122,7 +122,7 @@ class GFPGANEngine:
     def _forward(self, chunk: list[np.ndarray]) -> list[np.ndarray]:
         if self.simulate_oom_batch_above is not None and len(chunk) > self.simulate_oom_batch_above:
             raise SimulatedOOM(f"CUDA out of memory (simulated for a batch of {len(chunk)} faces)")
-        x = torch.from_numpy(np.stack(chunk)).to(self.device).permute(0, 3, 1, 2).float()
+        x = torch.from_numpy(np.stack(chunk)).to(self.device).permute(0, 3, 1, 2).float().contiguous()
         x = x.div_(255.0).sub_(0.5).div_(0.5)  # RGB in [-1, 1], as GFPGAN was trained
         y = self._net(x, return_rgb=False, randomize_noise=False)[0]
         y = y.clamp_(-1, 1).add_(1).mul_(127.5).round_().to(torch.uint8)

@@ -60,7 +60,7 @@ def upscale_tiled(
             check_tile(y1 - y0, x1 - x0)
         py0, py1, px0, px1 = max(y0 - pad, 0), min(y1 + pad, h), max(x0 - pad, 0), min(x1 + pad, w)
         x = torch.from_numpy(np.ascontiguousarray(rgb[py0:py1, px0:px1])).to(device)
-        x = x.permute(2, 0, 1).unsqueeze(0).to(dtype).div_(255.0)
+        x = x.permute(2, 0, 1).unsqueeze(0).to(dtype).contiguous().div_(255.0)
         y = model(x)
         if dtype != torch.float32 and not bool(torch.isfinite(y).all()):
             raise NonFiniteOutput("non-finite values in half-precision output")

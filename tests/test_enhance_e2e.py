@@ -1,0 +1,156 @@
+"""The whole path through HTTP: upload → NATS → enhancer (real model) → S3 → status → download."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import time
+
+import httpx
+import numpy as np
+import pytest
+from nats.aio.client import Client
+from PIL import Image
+
+from bus import subjects
+from bus.schemas import TaskProgress
+
+from .support import encode, photo, sharpness, wait_until
+
+
+def submit(http: httpx.Client, data: bytes, name: str, ctype: str = "image/jpeg", **params: str) -> str:
+    r = http.post("/api/v1/enhance", files={"file": (name, data, ctype)}, data=params)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["status"] == "queued" and body["message"] and body["created_at"] > 0
+    return body["task_id"]
+
+
+def finish(http: httpx.Client, task_id: str, timeout: float = 240) -> dict:
+    def done() -> dict | None:
+        body = http.get(f"/api/v1/status/{task_id}").json()
+        return body if body["status"] in ("completed", "failed") else None
+
+    return wait_until(done, timeout, f"task {task_id} to finish", interval=0.2)
+
+
+def test_real_photo_is_enhanced_by_the_default_model(http: httpx.Client) -> None:
+    """A real photo (scikit-image's cat) comes back 4× larger and measurably sharper than bicubic."""
+    original = photo("chelsea", size=(80, 56))
+    task_id = submit(http, encode(original, quality=92), "cat photo.jpg")
+    status = finish(http, task_id)
+    assert status["status"] == "completed", status
+    assert status["progress"] == 1.0
+    assert status["result_url"] == status["download_url"] == f"/api/v1/download/{task_id}"
+    assert status["processing_time"] > 0
+    assert status["output"]["engine"].startswith("realesrgan:RealESRGAN_x4plus")
+
+    r = http.get(f"/api/v1/download/{task_id}")
+    assert r.status_code == 200
+    assert r.headers["content-type"] == "image/jpeg"
+    assert r.headers["content-disposition"].startswith('attachment; filename="cat photo_enhanced.jpg"')
+    result = Image.open(io.BytesIO(r.content))
+    assert result.format == "JPEG" and result.size == (320, 224)
+
+    decoded = Image.open(io.BytesIO(encode(original, quality=92))).convert("RGB")
+    bicubic = decoded.resize((320, 224), Image.Resampling.BICUBIC)
+    assert sharpness(result) > 1.5 * sharpness(bicubic), (sharpness(result), sharpness(bicubic))
+    # Still the same picture: downscaled back, it matches the input closely.
+    back = result.convert("RGB").resize(decoded.size, Image.Resampling.BOX)
+    diff = np.abs(np.asarray(back, np.float64) - np.asarray(decoded, np.float64)).mean()
+    assert diff < 12, diff
+
+
+def test_png_with_alpha_stays_png_at_scale_2(http: httpx.Client) -> None:
+    img = photo("coffee", size=(48, 40)).convert("RGBA")
+    alpha = Image.linear_gradient("L").resize(img.size)
+    img.putalpha(alpha)
+    task_id = submit(http, encode(img, "PNG"), "cup.png", "image/png", scale="2", quality_level="fast")
+    assert finish(http, task_id)["status"] == "completed"
+    r = http.get(f"/api/v1/download/{task_id}")
+    assert r.headers["content-type"] == "image/png"
+    assert 'filename="cup_enhanced.png"' in r.headers["content-disposition"]
+    out = Image.open(io.BytesIO(r.content))
+    assert out.size == (96, 80) and out.mode == "RGBA"
+    # The transparency gradient survived: top rows transparent, bottom rows opaque.
+    a = out.getchannel("A")
+    assert a.getpixel((48, 2)) < 30 and a.getpixel((48, 77)) > 225
+
+
+def test_options_from_the_query_string_take_effect(http: httpx.Client) -> None:
+    """The original ignored these; here tile_size, quality and scale from the query are honoured."""
+    r = http.post("/api/v1/enhance?scale=2&quality_level=fast&tile_size=64",
+                  files={"file": ("x.jpg", encode(photo(size=(40, 30))), "image/jpeg")})
+    status = finish(http, r.json()["task_id"])
+    assert status["options"] == {"scale": 2, "quality_level": "fast", "tile_size": 64, "face_enhance": None}
+    assert (status["output"]["width"], status["output"]["height"]) == (80, 60)
+    assert status["output"]["engine"].endswith("realesr-animevideov3")
+
+
+async def test_progress_reports_the_real_stages(http: httpx.Client, admin_nc: Client) -> None:
+    """Every stage is announced on the bus, and tiles are counted as tile_size really cuts them."""
+    events: list[TaskProgress] = []
+
+    async def on_progress(msg) -> None:  # noqa: ANN001
+        events.append(TaskProgress.decode(msg.data))
+
+    sub = await admin_nc.subscribe(subjects.PROGRESS_WILDCARD, cb=on_progress)
+    try:
+        r = await asyncio.to_thread(http.post, "/api/v1/enhance?tile_size=32&quality_level=fast",
+                                    files={"file": ("p.jpg", encode(photo(size=(96, 64))), "image/jpeg")})
+        task_id = r.json()["task_id"]
+        status = await asyncio.to_thread(finish, http, task_id)
+        await admin_nc.flush()
+    finally:
+        await sub.unsubscribe()
+    assert status["status"] == "completed"
+    mine = [e for e in events if e.task_id == task_id]
+    stages = [e.stage for e in mine]
+    for stage in ("fetched", "decoded", "upscaling", "encoding", "stored"):
+        assert stage in stages, stages
+    assert stages.index("fetched") < stages.index("upscaling") < stages.index("encoding") < stages.index("stored")
+    tiles = [e.message for e in mine if e.stage == "upscaling"]
+    assert tiles[-1] == "Upscaling tile 6/6", tiles  # 96×64 in 32-pixel tiles: 3 × 2
+    progress = [e.progress for e in mine]
+    assert progress == sorted(progress) and 0 < progress[0] < progress[-1] < 1
+
+
+def test_status_and_download_of_unknown_or_malformed_ids(http: httpx.Client) -> None:
+    r = http.get("/api/v1/status/" + "0" * 32)
+    assert r.status_code == 404 and "not found" in r.json()["error"].lower()
+    r = http.get("/api/v1/status/not-a-task")
+    assert r.status_code == 400 and "task id" in r.json()["error"]
+    r = http.get("/api/v1/download/../../etc/passwd")
+    assert r.status_code in (400, 404)
+    assert http.get("/api/v1/download/" + "f" * 32).status_code == 404
+
+
+def test_download_before_completion_is_refused(http: httpx.Client) -> None:
+    task_id = submit(http, encode(photo(size=(64, 64))), "slow.jpg", tile_size="32")
+    r = http.get(f"/api/v1/download/{task_id}")  # 6 tiles of x4plus on CPU: seconds away from done
+    assert r.status_code == 400
+    assert r.json()["error"] in ("Task not completed. Current status: queued",
+                                 "Task not completed. Current status: processing")
+    assert finish(http, task_id)["status"] == "completed"
+
+
+def test_health_and_info_tell_the_truth(http: httpx.Client) -> None:
+    t = time.perf_counter()
+    health = http.get("/api/v1/health")
+    assert health.status_code == 200
+    body = health.json()
+    assert body["status"] == "healthy"
+    assert body["bus"] == {"connected": True, "jetstream": True}
+    assert body["storage"] == {"reachable": True}
+    assert body["enhancers"]["available"] is True
+    assert time.perf_counter() - t < 2
+    info = http.get("/api/v1/info").json()
+    assert [e["id"] for e in info["enhancers"]] == ["enhancer-1"]
+    assert info["enhancers"][0]["engines"] == ["realesrgan"]
+    assert info["limits"]["max_upload_mb"] == 5
+
+
+@pytest.mark.parametrize("path", ["/", "/index.html"])
+def test_web_page_is_served(http: httpx.Client, path: str) -> None:
+    r = http.get(path)
+    assert r.status_code == 200 and "PhotoEnhanceAI" in r.text and "/api/v1/enhance" in r.text

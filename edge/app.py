@@ -9,6 +9,8 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
+from starlette.routing import Match, Mount
+from starlette.types import Scope
 
 from bus import __version__
 
@@ -23,6 +25,16 @@ def web_root(web_dir: Path) -> Path:
     """The built page (``web/dist``) when there is one, else the placeholder (``web/public``)."""
     dist = web_dir / "dist"
     return dist if (dist / "index.html").exists() else web_dir / "public"
+
+
+class WebMount(Mount):
+    """The page at ``/``, which must not swallow ``/api/...``: an API path with the wrong method
+    answers 405 and an unknown one a JSON 404, not the page's 404."""
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        if scope.get("path", "").startswith("/api/"):
+            return Match.NONE, {}
+        return super().matches(scope)
 
 
 def create_app(settings: EdgeSettings) -> FastAPI:
@@ -43,5 +55,5 @@ def create_app(settings: EdgeSettings) -> FastAPI:
         app.include_router(module.router)
     root = web_root(settings.web_dir)
     if root.is_dir():
-        app.mount("/", StaticFiles(directory=root, html=True), name="web")
+        app.router.routes.append(WebMount("/", app=StaticFiles(directory=root, html=True), name="web"))
     return app

@@ -61,4 +61,4 @@ def parse(*sources: Mapping[str, Any]) -> EnhanceOptions:
             face_enhance=_bool("face_enhance", pick("face_enhance")),
         )
     except ValueError as e:
-        raise ApiError(422, f"{str(e)[0].upper()}{str(e)[1:]}.") from e
+        raise ApiError(422, f"{e}.") from e

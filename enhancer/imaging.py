@@ -6,6 +6,7 @@ alpha, ICC profiles, decompression bombs, damaged files) is handled here, with e
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import re
@@ -15,10 +16,8 @@ import cv2
 import numpy as np
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
-try:  # adds the rav1e/SVT AVIF codecs; Pillow ≥ 11.3 also reads AVIF natively
+with contextlib.suppress(ImportError):  # rav1e/SVT AVIF codecs; Pillow ≥ 11.3 also reads AVIF natively
     import pillow_avif  # noqa: F401
-except ImportError:  # pragma: no cover - optional
-    pass
 
 log = logging.getLogger(__name__)
 

@@ -290,7 +290,9 @@ _ANIMEVIDEOV3 = _Variant("REALESRGAN_ANIMAVIDEOV3_UP4X", "realesr-animevideov3.f
 
 def x4plus_arch() -> torch.nn.Module:
     """basicsr RRDBNet as configured for RealESRGAN_x4plus."""
-    from enhancer.engines import _compat  # noqa: F401  (must precede basicsr)
+    from enhancer.engines import _compat
+
+    _compat.install()  # must precede basicsr
     from basicsr.archs.rrdbnet_arch import RRDBNet
 
     return RRDBNet(num_in_ch=3, num_out_ch=3, num_feat=64, num_block=23, num_grow_ch=32, scale=4)
@@ -298,7 +300,9 @@ def x4plus_arch() -> torch.nn.Module:
 
 def animevideov3_arch() -> torch.nn.Module:
     """realesrgan SRVGGNetCompact as configured for realesr-animevideov3 (x4)."""
-    from enhancer.engines import _compat  # noqa: F401  (must precede realesrgan)
+    from enhancer.engines import _compat
+
+    _compat.install()  # must precede realesrgan
     from realesrgan.archs.srvgg_arch import SRVGGNetCompact
 
     return SRVGGNetCompact(num_in_ch=3, num_out_ch=3, num_feat=64, num_conv=16, upscale=4, act_type="prelu")

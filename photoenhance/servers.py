@@ -126,7 +126,9 @@ class EmbeddedNats(_Process):
         self.data_dir = Path(self.data_dir)
         self.log_path = self.data_dir / "nats.log"
         for role in ROLES:
-            self.passwords.setdefault(role, secrets.token_urlsafe(24))
+            # nats-server parses an environment variable as a config value: a letter first and
+            # hex after keeps it a plain string (a leading digit would be read as a number).
+            self.passwords.setdefault(role, f"pw{secrets.token_hex(24)}")
 
     @property
     def url(self) -> str:

@@ -11,10 +11,10 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
-import nats
 import pytest
 from nats.aio.client import Client
 
+import nats
 from photoenhance.servers import EmbeddedNats, EmbeddedS3
 
 from .support import Stack

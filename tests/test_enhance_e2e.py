@@ -91,7 +91,7 @@ async def test_progress_reports_the_real_stages(http: httpx.Client, admin_nc: Cl
     """Every stage is announced on the bus, and tiles are counted as tile_size really cuts them."""
     events: list[TaskProgress] = []
 
-    async def on_progress(msg) -> None:  # noqa: ANN001
+    async def on_progress(msg) -> None:
         events.append(TaskProgress.decode(msg.data))
 
     sub = await admin_nc.subscribe(subjects.PROGRESS_WILDCARD, cb=on_progress)

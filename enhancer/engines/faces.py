@@ -41,11 +41,13 @@ class Face:
     @property
     def size(self) -> float:
         """Shorter side of the box."""
-        return float(min(self.box[2] - self.box[0], self.box[3] - self.box[1]))
+        x1, y1, x2, y2 = (float(v) for v in self.box)
+        return min(x2 - x1, y2 - y1)
 
     @property
     def area(self) -> float:
-        return float(max(self.box[2] - self.box[0], 0) * max(self.box[3] - self.box[1], 0))
+        x1, y1, x2, y2 = (float(v) for v in self.box)
+        return max(x2 - x1, 0.0) * max(y2 - y1, 0.0)
 
     def scaled(self, factor: float) -> Face:
         return Face(self.box * factor, self.landmarks * factor, self.score)
@@ -87,7 +89,9 @@ class RetinaFaceDetector:
     name = "retinaface"
 
     def __init__(self, model_dir: Path, device: torch.device, conf_threshold: float = 0.97) -> None:
-        from enhancer.engines import _compat  # noqa: F401  (before facexlib)
+        from enhancer.engines import _compat
+
+        _compat.install()  # must precede facexlib
         from facexlib.detection import init_detection_model
 
         if not (Path(model_dir) / RETINAFACE_WEIGHTS).is_file():  # facexlib would download it otherwise
@@ -128,7 +132,8 @@ def select_faces(faces: list[Face], max_faces: int = 10, min_size: float = 20, m
     """
     kept = [
         f for f in faces
-        if f.size >= min_size and float(np.linalg.norm(f.landmarks[0] - f.landmarks[1])) >= min_eye_dist
+        if np.isfinite(f.box).all() and np.isfinite(f.landmarks).all() and f.size >= min_size
+        and float(np.linalg.norm(f.landmarks[0] - f.landmarks[1])) >= min_eye_dist
     ]
     kept.sort(key=lambda f: f.area, reverse=True)
     return kept[:max_faces]

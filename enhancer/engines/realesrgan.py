@@ -62,8 +62,11 @@ class RealESRGANEngine:
 
     name = "realesrgan"
 
-    def __init__(self, model_dir: Path, device: torch.device | str = "cpu", *, half: bool | None = None) -> None:
+    def __init__(
+        self, model_dir: Path, device: torch.device | str = "cpu", *, half: bool | None = None, tile_pad: int = TILE_PAD
+    ) -> None:
         self.model_dir = Path(model_dir)
+        self.tile_pad = tile_pad  # context around each tile; 10 as upstream, more costs time but hides seams
         self.device = torch.device(device)
         self.half = self.device.type == "cuda" if half is None else half
         self._models: dict[tuple[str, torch.dtype], torch.nn.Module] = {}
@@ -141,7 +144,7 @@ class RealESRGANEngine:
             rgb,
             scale=MODEL_SCALE,
             tile=tile,
-            pad=TILE_PAD,
+            pad=self.tile_pad,
             device=self.device,
             dtype=dtype,
             progress=progress,

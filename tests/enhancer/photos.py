@@ -1,0 +1,29 @@
+"""Helpers for the engine tests: real photos from scikit-image and a progress recorder."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+
+def shrink(rgb: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Downscale a real photo the way a smaller camera image would look (area averaging)."""
+    return np.ascontiguousarray(cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA))
+
+
+def laplacian_var(rgb: np.ndarray) -> float:
+    """Variance of the Laplacian of the luma: a standard sharpness (high-frequency energy) measure."""
+    return float(cv2.Laplacian(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), cv2.CV_64F).var())
+
+
+class Recorder:
+    """A Progress callback that keeps every call."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, int, int]] = []
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        self.events.append((stage, done, total))
+
+    def stage(self, name: str) -> list[tuple[int, int]]:
+        return [(d, t) for s, d, t in self.events if s == name]

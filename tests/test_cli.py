@@ -1,0 +1,39 @@
+"""``photoenhance enhance``: what a person runs on a folder of photos."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from PIL import Image
+
+from .support import ROOT, Stack, encode, photo
+
+
+def run_cli(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "photoenhance", "enhance", *args, "--server", stack.url],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def test_cli_enhances_two_files(stack: Stack, tmp_path: Path) -> None:
+    (tmp_path / "cat.jpg").write_bytes(encode(photo("chelsea", size=(40, 30))))
+    (tmp_path / "cup.png").write_bytes(encode(photo("coffee", size=(36, 24)), "PNG"))
+    out = tmp_path / "out"
+    done = run_cli(stack, str(tmp_path / "cat.jpg"), str(tmp_path / "cup.png"), "--out", str(out),
+                   "--scale", "2", "--quality", "fast")
+    assert done.returncode == 0, done.stderr
+    assert Image.open(out / "cat_enhanced.jpg").size == (80, 60)
+    assert Image.open(out / "cup_enhanced.png").size == (72, 48)
+    assert "cat_enhanced.jpg" in done.stdout and "cup_enhanced.png" in done.stdout
+
+
+def test_cli_reports_a_refused_file_and_goes_on(stack: Stack, tmp_path: Path) -> None:
+    (tmp_path / "good.jpg").write_bytes(encode(photo(size=(32, 24))))
+    (tmp_path / "bad.jpg").write_bytes(b"not a photo at all")
+    out = tmp_path / "out"
+    done = run_cli(stack, str(tmp_path / "bad.jpg"), str(tmp_path / "good.jpg"), "--out", str(out),
+                   "--quality", "fast", "--scale", "2")
+    assert done.returncode == 1
+    assert "bad.jpg: HTTP 400: The file is not an image we can read." in done.stderr
+    assert (out / "good_enhanced.jpg").exists() and not (out / "bad_enhanced.jpg").exists()

@@ -127,6 +127,6 @@ def test_fetch_errors_are_clear(tmp_path: Path, monkeypatch) -> None:
     with pytest.raises(WeightsError, match="Unknown weights"):
         weights.fetch(tmp_path, ["nope.pth"])
     _catalogue_with(monkeypatch, WeightFile("w.pth", (tmp_path / "absent").as_uri(), None, "test"))
-    with pytest.raises(WeightsError, match="Could not download w.pth"):
+    with pytest.raises(WeightsError, match=r"Could not download w\.pth"):
         weights.fetch(tmp_path, ["w.pth"])
     assert list(tmp_path.iterdir()) == []

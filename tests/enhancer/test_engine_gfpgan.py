@@ -1,0 +1,137 @@
+"""GFPGAN engine: detect → align → restore → paste back, on the real GFPGANv1Clean architecture.
+
+CI has no GFPGAN weights (none can be downloaded here), so these tests save a randomly initialised
+GFPGANv1Clean state dict as ``{'params_ema': ...}`` in a temporary GFPGANv1.4.pth. The arithmetic is the
+real model's; the restored faces are not meaningful pictures. Face detection is real (MTCNN's shipped
+weights), and so is the Real-ESRGAN background.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import skimage.data
+import torch
+
+from enhancer.engines import EngineError, EnhanceOptions, available_engines
+from enhancer.engines.faces import (
+    FACE_SIZE,
+    RETINAFACE_WEIGHTS,
+    MTCNNDetector,
+    RetinaFaceDetector,
+    alignment,
+    make_detector,
+    select_faces,
+)
+from enhancer.engines.gfpgan import GFPGANEngine, gfpgan_arch
+from enhancer.engines.realesrgan import RealESRGANEngine
+
+from .photos import Recorder, shrink
+
+FAST = EnhanceOptions(quality="fast", tile_size=0)
+
+
+def two_faces() -> np.ndarray:
+    """The astronaut (256² copy) beside her mirror image: a real photo with two faces, 256x384."""
+    half = shrink(skimage.data.astronaut(), 256, 256)[:, 32:224]
+    return np.ascontiguousarray(np.concatenate([half, half[:, ::-1]], axis=1))
+
+
+@pytest.fixture(scope="module")
+def gfpgan_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    model_dir = tmp_path_factory.mktemp("gfpgan")
+    torch.manual_seed(0)
+    torch.save({"params_ema": gfpgan_arch().state_dict()}, model_dir / "GFPGANv1.4.pth")
+    return model_dir
+
+
+@pytest.fixture(scope="module")
+def gfpgan(gfpgan_dir: Path, sr_engine: RealESRGANEngine) -> GFPGANEngine:
+    return GFPGANEngine(gfpgan_dir, "cpu", background=sr_engine, face_batch=2)
+
+
+def test_mtcnn_landmarks_are_in_retinaface_order() -> None:
+    [face] = MTCNNDetector(torch.device("cpu")).detect(skimage.data.astronaut())
+    left_eye, right_eye, nose, mouth_left, mouth_right = face.landmarks
+    assert left_eye[0] < nose[0] < right_eye[0]
+    assert max(left_eye[1], right_eye[1]) < nose[1] < min(mouth_left[1], mouth_right[1])
+    assert mouth_left[0] < mouth_right[0]
+    assert 0.99 < face.score <= 1
+
+
+def test_restores_faces_and_pastes_them_into_the_background(
+    gfpgan: GFPGANEngine, recorder: Recorder, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Both faces restored in batches of 2 — and an injected OOM on that batch forces batches of 1."""
+    photo = two_faces()
+    gfpgan.simulate_oom_batch_above = 1
+    try:
+        with caplog.at_level(logging.WARNING):
+            result = gfpgan.enhance(photo, FAST, recorder)
+    finally:
+        gfpgan.simulate_oom_batch_above = None
+    assert "retrying with batches of 1" in caplog.text
+
+    assert result.image.shape == (1024, 1536, 3)
+    assert (result.faces, result.engine, result.model) == (2, "gfpgan", "GFPGANv1.4+realesr-animevideov3")
+    assert [s for s, _, _ in recorder.events] == ["faces_detected", "restoring", "restoring", "upscaling"]
+    assert recorder.stage("faces_detected") == [(2, 2)]
+    assert recorder.stage("restoring") == [(1, 2), (2, 2)]
+
+    background = gfpgan.background.enhance(photo, FAST, lambda *a: None).image
+    changed = np.any(result.image != background, axis=2)
+    # Where each aligned 512² crop lands in the 4x output: nothing may change outside these footprints.
+    footprint = np.zeros(changed.shape, np.uint8)
+    faces = select_faces(gfpgan.detector.detect(photo))
+    assert len(faces) == 2
+    for face in faces:
+        inv = cv2.invertAffineTransform(alignment(face)) * 4
+        inv[:, 2] += 2
+        square = np.full((FACE_SIZE, FACE_SIZE), 255, np.uint8)
+        footprint |= cv2.warpAffine(square, inv, (1536, 1024)) > 0
+        x1, y1, x2, y2 = (face.box * 4).astype(int)
+        face_diff = np.abs(result.image[y1:y2, x1:x2].astype(int) - background[y1:y2, x1:x2]).mean()
+        assert face_diff > 10, "the face region was not replaced by GFPGAN's output"
+    assert not (changed & ~footprint.astype(bool)).any()
+    assert (~changed).mean() > 0.5  # far from the faces the output is exactly the background's
+
+
+def test_out_of_memory_for_a_single_face_fails_clearly(gfpgan: GFPGANEngine, recorder: Recorder) -> None:
+    gfpgan.simulate_oom_batch_above = 0
+    try:
+        with pytest.raises(EngineError, match="Not enough GPU memory to restore the faces"):
+            gfpgan.enhance(two_faces(), FAST, recorder)
+    finally:
+        gfpgan.simulate_oom_batch_above = None
+    assert recorder.stage("restoring") == []  # never handed back an unrestored face
+
+
+def test_photo_without_faces_is_just_upscaled(gfpgan: GFPGANEngine, recorder: Recorder) -> None:
+    photo = shrink(skimage.data.coffee(), 96, 64)
+    result = gfpgan.enhance(photo, FAST, recorder)
+    assert result.faces == 0
+    assert recorder.stage("faces_detected") == [(0, 0)]
+    assert np.array_equal(result.image, gfpgan.background.enhance(photo, FAST, lambda *a: None).image)
+
+
+def test_garbage_detections_are_bounded(tmp_path: Path, gfpgan_dir: Path) -> None:
+    """RetinaFace with random weights reports hundreds of 'faces'; at most max_faces are ever restored."""
+    from enhancer.engines import _compat
+
+    _compat.install()
+    from facexlib.detection.retinaface import RetinaFace
+
+    torch.manual_seed(0)
+    torch.save(RetinaFace("resnet50", device=torch.device("cpu")).state_dict(), tmp_path / RETINAFACE_WEIGHTS)
+    detector = make_detector(tmp_path, torch.device("cpu"))
+    assert isinstance(detector, RetinaFaceDetector)
+    found = detector.detect(shrink(skimage.data.astronaut(), 256, 256))
+    kept = select_faces(found, max_faces=10, min_size=0)
+    assert len(found) > 10
+    assert len(kept) == 10
+    assert [f.area for f in kept] == sorted((f.area for f in kept), reverse=True)
+    assert available_engines(gfpgan_dir) == ["realesrgan", "gfpgan"]

@@ -41,7 +41,8 @@ async def connect(settings: NatsSettings, name: str) -> AsyncIterator[Client]:
         log.warning("nats error (%s): %s", name, e)
 
     async def on_disconnect() -> None:
-        log.warning("nats disconnected (%s); reconnecting", name)
+        if not (nc.is_closed or nc.is_draining):  # a deliberate close is not news
+            log.warning("nats disconnected (%s); reconnecting", name)
 
     async def on_reconnect() -> None:
         log.info("nats reconnected (%s)", name)

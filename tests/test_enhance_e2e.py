@@ -154,3 +154,17 @@ def test_health_and_info_tell_the_truth(http: httpx.Client) -> None:
 def test_web_page_is_served(http: httpx.Client, path: str) -> None:
     r = http.get(path)
     assert r.status_code == 200 and "PhotoEnhanceAI" in r.text and "/api/v1/enhance" in r.text
+
+
+async def test_results_and_records_expire_after_the_retention(stack, admin_nc: Client) -> None:  # noqa: ANN001
+    """Outputs expire: an S3 lifecycle rule on every image prefix, and a TTL on the task bucket."""
+    from minio import Minio
+
+    s3 = stack.s3
+    client = Minio(s3.endpoint.removeprefix("http://"), access_key=s3.access_key, secret_key=s3.secret_key,
+                   secure=False, region="us-east-1")
+    rules = (await asyncio.to_thread(client.get_bucket_lifecycle, s3.bucket)).rules
+    assert {r.rule_filter.prefix: r.expiration.days for r in rules} == {"inputs/": 1, "outputs/": 1, "uploads/": 1}
+    kv = await admin_nc.jetstream().key_value(subjects.TASKS_BUCKET)
+    status = await kv.status()
+    assert status.ttl == 24 * 3600

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import msgpack
@@ -35,3 +36,24 @@ def unpack(data: bytes, *, subject: str | None = None) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise SchemaError(f"expected a map, got {type(value).__name__}", subject=subject)
     return value
+
+
+def pack_json(payload: dict[str, Any]) -> bytes:
+    """JSON, for records operators read with the ``nats`` CLI (``nats kv get``)."""
+    try:
+        return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+    except (TypeError, ValueError) as e:
+        raise SchemaError(f"cannot encode message: {e}", type_=payload.get("type")) from e
+
+
+def unpack_any(data: bytes, *, subject: str | None = None) -> dict[str, Any]:
+    """Decode either codec: a JSON object starts with ``{``, which is never a msgpack map."""
+    if data[:1] == b"{":
+        try:
+            value = json.loads(data)
+        except ValueError as e:
+            raise SchemaError(f"malformed JSON: {e}", subject=subject) from e
+        if not isinstance(value, dict):
+            raise SchemaError("expected an object", subject=subject)
+        return value
+    return unpack(data, subject=subject)

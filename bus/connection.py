@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -48,7 +49,7 @@ async def connect(settings: NatsSettings, name: str) -> AsyncIterator[Client]:
         log.info("nats reconnected (%s)", name)
 
     nc = await nats.connect(
-        servers=[settings.url],
+        servers=settings.servers,
         user=settings.user,
         password=settings.password,
         name=name,
@@ -78,8 +79,12 @@ def jobs_stream(tasks: TaskSettings) -> StreamConfig:
         retention=RetentionPolicy.WORK_QUEUE,
         storage=StorageType.FILE,
         discard=DiscardPolicy.NEW,
+        # Not bounded here: the stream also holds jobs in progress. The edge bounds the *waiting* jobs
+        # (QUEUE_LIMIT, 429) from the consumer's pending count before it accepts an upload.
+        max_msgs=-1,
         max_age=tasks.retention_hours * 3600,
         duplicate_window=JOBS_DEDUP_WINDOW,
+        num_replicas=tasks.replicas,
     )
 
 
@@ -95,7 +100,7 @@ def jobs_consumer(tasks: TaskSettings) -> ConsumerConfig:
     )
 
 
-def events_stream() -> StreamConfig:
+def events_stream(tasks: TaskSettings) -> StreamConfig:
     return StreamConfig(
         name=subjects.EVENTS_STREAM,
         description="Durable facts (task completed/failed, payments) that billing replays",
@@ -103,6 +108,7 @@ def events_stream() -> StreamConfig:
         retention=RetentionPolicy.LIMITS,
         storage=StorageType.FILE,
         duplicate_window=EVENTS_DEDUP_WINDOW,
+        num_replicas=tasks.replicas,
     )
 
 
@@ -113,6 +119,18 @@ def tasks_bucket(tasks: TaskSettings) -> KeyValueConfig:
         history=1,
         ttl=tasks.retention_hours * 3600,
         storage=StorageType.FILE,
+        replicas=tasks.replicas,
+    )
+
+
+def enhancers_bucket(tasks: TaskSettings) -> KeyValueConfig:
+    return KeyValueConfig(
+        bucket=subjects.ENHANCERS_BUCKET,
+        description="Enhancer heartbeats (JSON), one key per worker; the registry view watches it",
+        history=1,
+        ttl=24 * 3600,  # garbage collection only: the registry forgets silent workers much sooner
+        storage=StorageType.FILE,
+        replicas=tasks.replicas,
     )
 
 
@@ -126,7 +144,7 @@ async def _stream(js: JetStreamContext, config: StreamConfig) -> None:
 async def ensure_resources(js: JetStreamContext, tasks: TaskSettings) -> KeyValue:
     """Declare streams, the jobs consumer and the task bucket; safe to run from every edge at start."""
     await _stream(js, jobs_stream(tasks))
-    await _stream(js, events_stream())
+    await _stream(js, events_stream(tasks))
     try:
         kv = await js.create_key_value(tasks_bucket(tasks))
     except BadRequestError:  # exists with another retention: change only that
@@ -134,6 +152,8 @@ async def ensure_resources(js: JetStreamContext, tasks: TaskSettings) -> KeyValu
         info.config.max_age = tasks.retention_hours * 3600
         await js.update_stream(info.config)
         kv = await js.key_value(subjects.TASKS_BUCKET)
+    with contextlib.suppress(BadRequestError):  # exists: its settings are not ours to change at every start
+        await js.create_key_value(enhancers_bucket(tasks))
     await js.add_consumer(subjects.JOBS_STREAM, jobs_consumer(tasks))
     return kv
 
@@ -143,6 +163,7 @@ async def wait_for_resources(js: JetStreamContext, *, poll: float = 0.5) -> KeyV
     while True:
         try:
             await js.consumer_info(subjects.JOBS_STREAM, subjects.JOBS_CONSUMER)
+            await js.key_value(subjects.ENHANCERS_BUCKET)
             return await js.key_value(subjects.TASKS_BUCKET)
         except (NotFoundError, BucketNotFoundError):
             log.info("waiting for JetStream resources (started before the edge?)")

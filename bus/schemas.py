@@ -14,7 +14,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self
 
-from .codec import SchemaError, pack, unpack
+from .codec import SchemaError, pack, pack_json, unpack_any
 
 QUEUED, PROCESSING, COMPLETED, FAILED = "queued", "processing", "completed", "failed"
 STATUSES = (QUEUED, PROCESSING, COMPLETED, FAILED)
@@ -48,12 +48,14 @@ class Message:
     """Base of every bus message."""
 
     TYPE: ClassVar[str] = ""
+    #: Encode as JSON instead of msgpack (records operators read with the ``nats`` CLI).
+    JSON: ClassVar[bool] = False
 
     def to_dict(self) -> dict[str, Any]:
         return {"type": self.TYPE, **dataclasses.asdict(self)}
 
     def encode(self) -> bytes:
-        return pack(self.to_dict())
+        return pack_json(self.to_dict()) if self.JSON else pack(self.to_dict())
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, subject: str | None = None) -> Self:
@@ -79,7 +81,7 @@ class Message:
 
     @classmethod
     def decode(cls, data: bytes, *, subject: str | None = None) -> Self:
-        return cls.from_dict(unpack(data, subject=subject), subject=subject)
+        return cls.from_dict(unpack_any(data, subject=subject), subject=subject)
 
 
 @dataclass(frozen=True)
@@ -224,3 +226,41 @@ class EnhancerDescription(Message):
     capacity: int
     in_flight: int
     version: str
+
+
+JOINED, ALIVE, DRAINING, LEFT = "joined", "alive", "draining", "left"
+
+
+@dataclass(frozen=True)
+class EnhancerPresence(Message):
+    """An enhancer's heartbeat, kept in the ``pe-enhancers`` KV bucket under its id.
+
+    Joining the bus with enhancer credentials *is* the registration: no IP address, port or
+    secret is exchanged. JSON, so ``nats kv get pe-enhancers <id>`` is readable.
+    """
+
+    TYPE: ClassVar[str] = "pe.v1.enhancer_presence"
+    JSON: ClassVar[bool] = True
+
+    worker_id: str
+    state: str  # joined | alive | draining | left
+    at: float
+    started_at: float
+    heartbeat: float
+    host: str = ""
+    version: str = ""
+    device: str = "cpu"
+    device_name: str = ""
+    device_memory: int = 0
+    engines: list[str] = field(default_factory=list)
+    models: dict[str, str] = field(default_factory=dict)
+    capacity: int = 1
+    in_flight: int = 0
+    jobs_done: int = 0
+    jobs_failed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.state not in (JOINED, ALIVE, DRAINING, LEFT):
+            raise ValueError(f"unknown enhancer state {self.state!r}")
+        if self.heartbeat <= 0:
+            raise ValueError("heartbeat must be positive")

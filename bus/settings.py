@@ -65,6 +65,11 @@ class NatsSettings:
     #: Seconds a request to another service may take before we give up (never nats-py's 0.5 s default).
     request_timeout: float = 5.0
 
+    @property
+    def servers(self) -> list[str]:
+        """``NATS_URL`` may list several servers of a cluster, comma-separated."""
+        return [u.strip() for u in self.url.split(",") if u.strip()]
+
     @classmethod
     def from_env(cls, role: str) -> NatsSettings:
         return cls(
@@ -115,6 +120,10 @@ class TaskSettings:
     ack_wait: float = 30.0
     #: Attempts before a task is reported failed (one more delivery is used to report it).
     max_attempts: int = 3
+    #: Jobs that may wait for a free enhancer; past it the edge answers 429 with Retry-After.
+    queue_limit: int = 1000
+    #: JetStream replicas of streams and buckets (3 on a 3-node cluster).
+    replicas: int = 1
 
     def __post_init__(self) -> None:
         if self.retention_hours <= 0:
@@ -123,6 +132,10 @@ class TaskSettings:
             raise SettingsError("TASK_MAX_ATTEMPTS must be at least 1")
         if self.ack_wait < 2:
             raise SettingsError("TASK_ACK_WAIT must be at least 2 seconds")
+        if self.queue_limit < 1:
+            raise SettingsError("QUEUE_LIMIT must be at least 1")
+        if self.replicas not in (1, 3, 5):
+            raise SettingsError("NATS_REPLICAS must be 1, 3 or 5")
 
     @classmethod
     def from_env(cls) -> TaskSettings:
@@ -130,4 +143,6 @@ class TaskSettings:
             retention_hours=env_float("RETENTION_HOURS", cls.retention_hours),
             ack_wait=env_float("TASK_ACK_WAIT", cls.ack_wait),
             max_attempts=env_int("TASK_MAX_ATTEMPTS", cls.max_attempts),
+            queue_limit=env_int("QUEUE_LIMIT", cls.queue_limit),
+            replicas=env_int("NATS_REPLICAS", cls.replicas),
         )

@@ -39,6 +39,10 @@ TASK_EVENTS_WILDCARD = f"{PREFIX}.events.task.>"
 #: KV bucket holding one record per task; the single source of truth for its status.
 TASKS_BUCKET = "pe-tasks"
 
+# --- Presence (JetStream KV) ---------------------------------------------------------------
+#: KV bucket of enhancer heartbeats, one key per worker id; the registry view watches it.
+ENHANCERS_BUCKET = "pe-enhancers"
+
 # --- Live progress (core NATS, not persisted) -----------------------------------------------
 PROGRESS_WILDCARD = f"{PREFIX}.progress.>"
 

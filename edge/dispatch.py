@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
-from typing import Any
 
 import nats.errors
+import nats.js.errors
 
 from bus import subjects
 from bus.schemas import QUEUED, EnhanceJob, EnhanceOptions, TaskState
@@ -34,26 +33,21 @@ async def require_enhancer(res: Resources) -> None:
                        headers={"Retry-After": "10"})
 
 
-async def gather(res: Resources, subject: str, wait: float = 0.3) -> list[dict[str, Any]]:
-    """Ask every responder (``$SRV.STATS.enhancer``...) and collect the JSON replies for ``wait`` seconds."""
-    inbox = res.nc.new_inbox()
-    sub = await res.nc.subscribe(inbox)
-    replies: list[dict[str, Any]] = []
-    try:
-        await res.nc.publish(subject, b"", reply=inbox)
-        deadline = time.monotonic() + wait
-        while (left := deadline - time.monotonic()) > 0:
-            try:
-                msg = await sub.next_msg(timeout=left)
-            except (TimeoutError, nats.errors.TimeoutError):
-                break
-            try:
-                replies.append(json.loads(msg.data))
-            except ValueError:
-                continue
-    finally:
-        await sub.unsubscribe()
-    return replies
+#: What a client is told to wait when the queue is full.
+BUSY_RETRY_AFTER = 10
+
+
+def _busy(waiting: int) -> ApiError:
+    return ApiError(429, f"The service is busy: {waiting} photos are already waiting. Please try again shortly.",
+                    headers={"Retry-After": str(BUSY_RETRY_AFTER)})
+
+
+async def require_room(res: Resources) -> None:
+    """Refuse early (429) when the bounded queue is full, before storing anything."""
+    info = await res.js.consumer_info(subjects.JOBS_STREAM, subjects.JOBS_CONSUMER)
+    waiting = info.num_pending or 0
+    if waiting >= res.settings.tasks.queue_limit:
+        raise _busy(waiting)
 
 
 async def submit(
@@ -80,8 +74,12 @@ async def submit(
     job = EnhanceJob(task_id=task_id, input_key=input_key, input_name=input_name, scale=options.scale,
                      quality=options.quality, tile_size=options.tile_size, face_enhance=options.face_enhance,
                      owner=owner, submitted_at=now)
-    await res.js.publish(subjects.JOBS_SUBJECT, job.encode(),
-                         headers={subjects.MSG_ID_HEADER: task_id, subjects.TYPE_HEADER: EnhanceJob.TYPE})
+    try:
+        await res.js.publish(subjects.JOBS_SUBJECT, job.encode(),
+                             headers={subjects.MSG_ID_HEADER: task_id, subjects.TYPE_HEADER: EnhanceJob.TYPE})
+    except nats.js.errors.APIError as e:  # the stream is full (a race past require_room): undo, refuse
+        await res.tasks.kv.delete(task_id)
+        raise _busy(res.settings.tasks.queue_limit) from e
     return state
 
 

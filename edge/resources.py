@@ -11,8 +11,9 @@ from dataclasses import dataclass
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
-from bus import ObjectStore, StorageError, TaskStore, connect, ensure_resources
+from bus import ObjectStore, StorageError, TaskStore, connect, ensure_resources, subjects
 
+from .registry import Registry
 from .settings import EdgeSettings
 
 log = logging.getLogger(__name__)
@@ -25,6 +26,7 @@ class Resources:
     js: JetStreamContext
     tasks: TaskStore
     store: ObjectStore
+    registry: Registry
 
 
 @asynccontextmanager
@@ -43,4 +45,7 @@ async def open_resources(settings: EdgeSettings) -> AsyncIterator[Resources]:
                     raise
                 log.warning("object storage not ready (%s); retrying", e)
                 await asyncio.sleep(1)
-        yield Resources(settings=settings, nc=nc, js=js, tasks=TaskStore(kv), store=store)
+        registry = Registry(await js.key_value(subjects.ENHANCERS_BUCKET), missed_beats=settings.missed_beats,
+                            forget_after=settings.forget_after)
+        async with registry:
+            yield Resources(settings=settings, nc=nc, js=js, tasks=TaskStore(kv), store=store, registry=registry)

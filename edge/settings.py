@@ -40,6 +40,10 @@ class EdgeSettings:
     cors_origins: tuple[str, ...] = ()
     #: Directory of the web page (built assets or the placeholder).
     web_dir: Path = WEB_DIR
+    #: Heartbeats an enhancer may miss before the registry calls it unhealthy.
+    missed_beats: int = 3
+    #: Seconds of silence after which the registry forgets an enhancer.
+    forget_after: float = 300.0
 
     def __post_init__(self) -> None:
         if not 1 <= self.port <= 65535:
@@ -65,4 +69,6 @@ class EdgeSettings:
             admin_token=env_secret("ADMIN_TOKEN"),
             cors_origins=origins,
             web_dir=Path(env("WEB_DIR", str(WEB_DIR)) or WEB_DIR),
+            missed_beats=env_int("REGISTRY_MISSED_BEATS", 3),
+            forget_after=env_float("REGISTRY_FORGET_AFTER", 300.0),
         )

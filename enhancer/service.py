@@ -23,6 +23,7 @@ from bus.storage import ObjectStore
 from bus.tasks import TaskStore
 
 from .engines import available_engines, pick_device
+from .presence import Presence
 from .settings import EnhancerSettings
 from .worker import Worker
 
@@ -32,7 +33,7 @@ log = logging.getLogger(__name__)
 async def serve(settings: EnhancerSettings, stop: asyncio.Event) -> None:
     """Run until ``stop`` is set, then drain: finish held jobs, take no new ones, leave the bus."""
     device = pick_device(settings.device)
-    engines = available_engines(settings.model_dir)
+    engines = [settings.engine_override] if settings.engine_override else available_engines(settings.model_dir)
     settings.model_dir.mkdir(parents=True, exist_ok=True)
     async with AsyncExitStack() as stack:
         nc = await stack.enter_async_context(connect(settings.nats, f"enhancer {settings.worker_id}"))
@@ -53,6 +54,11 @@ async def serve(settings: EnhancerSettings, stop: asyncio.Event) -> None:
             return {"worker_id": settings.worker_id, "capacity": settings.concurrency, "in_flight": c.in_flight,
                     "jobs_done": c.done, "jobs_failed": c.failed, "device": str(device)}
 
+        js = nc.jetstream()
+        presence = Presence(await js.key_value(subjects.ENHANCERS_BUCKET), worker_id=settings.worker_id,
+                            heartbeat=settings.heartbeat, device=device, engines=engines,
+                            capacity=settings.concurrency,
+                            counters=lambda: (worker.counters.in_flight, worker.counters.done, worker.counters.failed))
         service = await add_service(
             nc, name=subjects.ENHANCER_SERVICE, version=__version__,
             description="PhotoEnhanceAI enhancer (Real-ESRGAN, GFPGAN)",
@@ -62,9 +68,13 @@ async def serve(settings: EnhancerSettings, stop: asyncio.Event) -> None:
         )
         await service.add_endpoint(name="describe", subject=subjects.ENHANCER_DESCRIBE, handler=on_describe)
         log.info("enhancer %s ready on %s with engines %s", settings.worker_id, device, engines)
+        finished = asyncio.Event()
+        beating = asyncio.create_task(presence.run(stop, finished))
         try:
             await worker.run(stop)
         finally:
+            finished.set()
+            await beating
             await service.stop()
 
 

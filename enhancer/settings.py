@@ -31,12 +31,20 @@ class EnhancerSettings:
     worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     #: Seconds between "still working" signals to JetStream (must be well under ack_wait).
     keepalive: float = 0.0
+    #: Seconds between presence heartbeats (the registry marks a worker unhealthy after 3 missed).
+    heartbeat: float = 5.0
+    #: Benchmarks only: run every job on this engine ("bench-resize"), whatever the job asks.
+    engine_override: str | None = None
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
             raise SettingsError("ENHANCER_CONCURRENCY must be at least 1")
         if self.max_input_pixels < 1:
             raise SettingsError("MAX_INPUT_MEGAPIXELS must be positive")
+        if self.engine_override not in (None, "bench-resize"):
+            raise SettingsError("ENHANCER_ENGINE may only be 'bench-resize' (benchmarks)")
+        if self.heartbeat <= 0:
+            raise SettingsError("ENHANCER_HEARTBEAT must be positive")
         if self.keepalive <= 0:
             object.__setattr__(self, "keepalive", max(1.0, self.tasks.ack_wait / 3))
 
@@ -52,4 +60,6 @@ class EnhancerSettings:
             max_input_pixels=int(env_float("MAX_INPUT_MEGAPIXELS", 20.0) * 1_000_000),
             max_faces=env_int("ENHANCER_MAX_FACES", 10),
             worker_id=env("ENHANCER_ID") or f"{socket.gethostname()}-{os.getpid()}",
+            heartbeat=env_float("ENHANCER_HEARTBEAT", 5.0),
+            engine_override=env("ENHANCER_ENGINE"),
         )

@@ -55,7 +55,10 @@ class Slot:
     def engine(self, name: str) -> Engine:
         """Load lazily, in the slot's thread (called from inside the executor)."""
         if name not in self._engines:
-            self._engines[name] = create_engine(name, self._settings.model_dir, self._device)
+            # GFPGAN's background upsampler is this slot's Real-ESRGAN: one copy of those weights.
+            background = self.engine("realesrgan") if name == "gfpgan" else None
+            self._engines[name] = create_engine(name, self._settings.model_dir, self._device, background=background,
+                                                max_faces=self._settings.max_faces)
         return self._engines[name]
 
     def close(self) -> None:
@@ -292,6 +295,8 @@ class Worker:
                 "faces": result.faces, "timings": {k: round(v, 4) for k, v in timings.items()}}
 
     def _choose_engine(self, job: EnhanceJob) -> str:
+        if self.settings.engine_override:
+            return self.settings.engine_override
         if job.face_enhance is True and "gfpgan" not in self.engines:
             raise PermanentFailure("Face restoration is not available on this service: the GFPGAN weights are "
                                    "not installed (operators: run `photoenhance models fetch`).")

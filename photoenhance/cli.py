@@ -3,6 +3,7 @@
     photoenhance up                      everything on embedded defaults (NATS, S3, edge, enhancer, billing)
     photoenhance edge|enhancer|billing   one service, configured by the environment
     photoenhance enhance FILE... --out DIR   enhance photos through a running service
+    photoenhance servers [--watch]       the enhancers on the bus (admin token)
     photoenhance models fetch            download official model weights (SHA-256 checked)
 """
 
@@ -46,12 +47,27 @@ def _enhance(args: argparse.Namespace) -> int:
                          parallel=args.parallel)
 
 
+def _servers(args: argparse.Namespace) -> int:
+    from .servers_view import show
+
+    return show(args.server, watch=args.watch, interval=args.interval, token_file=args.token_file)
+
+
 def _models(args: argparse.Namespace) -> int:
     from enhancer.settings import DEFAULT_MODEL_DIR
     from enhancer.weights import fetch
 
     model_dir = Path(args.dir or os.environ.get("MODEL_DIR") or DEFAULT_MODEL_DIR).expanduser()
-    fetch(model_dir, args.names or None)
+    shown: dict[str, int] = {}
+
+    def progress(name: str, done: int, total: int | None) -> None:
+        step = done * 20 // total if total else done // (16 * 1024 * 1024)
+        if shown.get(name) != step:
+            shown[name] = step
+            print(f"{name}: {done / 1e6:.0f} MB" + (f" of {total / 1e6:.0f} MB" if total else ""), flush=True)
+
+    for path in fetch(model_dir, args.names or None, progress):
+        print(f"ok: {path}")
     return 0
 
 
@@ -82,6 +98,13 @@ def parser() -> argparse.ArgumentParser:
     en.add_argument("--face-enhance", choices=("auto", "true", "false"), default="auto")
     en.add_argument("--parallel", type=int, default=4, help="photos in flight at once (default 4)")
     en.set_defaults(func=_enhance)
+
+    sv = sub.add_parser("servers", help="the enhancers on the bus, as a table (admin token)")
+    sv.add_argument("--server", default=os.environ.get("PHOTOENHANCE_URL", "http://127.0.0.1:8000"))
+    sv.add_argument("--watch", action="store_true", help="refresh until Ctrl-C")
+    sv.add_argument("--interval", type=float, default=2.0)
+    sv.add_argument("--token-file", help="file holding the admin token (default $ADMIN_TOKEN, then var/admin-token)")
+    sv.set_defaults(func=_servers)
 
     models = sub.add_parser("models", help="model weights")
     msub = models.add_subparsers(dest="action", required=True)

@@ -121,6 +121,8 @@ class EmbeddedNats(_Process):
     passwords: dict[str, str] = field(default_factory=dict, repr=False)
     server_name: str = field(default_factory=lambda: f"pe-{secrets.token_hex(4)}")
     name: str = "nats-server"
+    #: Extra command-line flags (cluster membership).
+    extra_args: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)
@@ -143,6 +145,11 @@ class EmbeddedNats(_Process):
         return {"NATS_URL": self.url, "NATS_USER": role, "NATS_PASSWORD": self.passwords[role]}
 
     def start(self, timeout: float = 20) -> None:
+        self.spawn()
+        self.wait_ready(timeout)
+
+    def spawn(self) -> None:
+        """Start the process without waiting (a cluster starts all its nodes before any is ready)."""
         self.port = self.port or free_port()
         self.monitor_port = self.monitor_port or free_port()
         store = self.data_dir / "jetstream"
@@ -150,8 +157,10 @@ class EmbeddedNats(_Process):
         env = {f"{role.upper()}_NATS_PASSWORD": pw for role, pw in self.passwords.items()}
         env |= {"NATS_STORE_DIR": str(store), "NATS_SERVER_NAME": self.server_name}
         args = [find_binary("nats-server"), "-c", str(NATS_CONFIG), "-a", "127.0.0.1",
-                "-p", str(self.port), "-m", str(self.monitor_port)]
+                "-p", str(self.port), "-m", str(self.monitor_port), *self.extra_args]
         self._spawn(args, env, self.data_dir)
+
+    def wait_ready(self, timeout: float = 20) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc and self.proc.poll() is not None:
@@ -238,3 +247,72 @@ class EmbeddedS3(_Process):
         """Stop and start again on the same ports and data (fault tests, ``up`` recovery)."""
         self.stop()
         self.start(timeout)
+
+
+@dataclass
+class EmbeddedNatsCluster:
+    """Three (or five) ``nats-server`` nodes routed into one JetStream cluster on loopback.
+
+    Same credentials on every node; ``url`` lists all nodes, so clients fail over on their own.
+    """
+
+    data_dir: Path
+    size: int = 3
+    cluster_name: str = "photoenhance"
+    nodes: list[EmbeddedNats] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.data_dir = Path(self.data_dir)
+        route_ports = [free_port() for _ in range(self.size)]
+        routes = ",".join(f"nats://127.0.0.1:{p}" for p in route_ports)
+        passwords = {role: f"pw{secrets.token_hex(24)}" for role in ROLES}
+        self.nodes = [
+            EmbeddedNats(self.data_dir / f"node{i}", passwords=dict(passwords), server_name=f"pe-node{i}",
+                         extra_args=["--cluster_name", self.cluster_name, "--cluster",
+                                     f"nats://127.0.0.1:{port}", "--routes", routes])
+            for i, port in enumerate(route_ports)
+        ]
+
+    @property
+    def passwords(self) -> dict[str, str]:
+        return self.nodes[0].passwords
+
+    @property
+    def url(self) -> str:
+        return ",".join(f"nats://127.0.0.1:{n.port}" for n in self.nodes)
+
+    def env_for(self, role: str) -> dict[str, str]:
+        return {"NATS_URL": self.url, "NATS_USER": role, "NATS_PASSWORD": self.passwords[role],
+                "NATS_REPLICAS": str(self.size)}
+
+    def start(self, timeout: float = 60) -> None:
+        for node in self.nodes:
+            node.spawn()
+        for node in self.nodes:
+            node.wait_ready(timeout)
+        self.wait_meta_leader(timeout)
+
+    def wait_meta_leader(self, timeout: float = 60) -> None:
+        """JetStream in a cluster serves only once its nodes have elected a meta leader."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"{self.nodes[0].monitor_url}/jsz", timeout=1) as r:
+                    meta = json.load(r).get("meta_cluster") or {}
+                if meta.get("leader") and len(meta.get("replicas") or []) == self.size - 1:
+                    return
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.1)
+        raise ServerError(f"the NATS cluster elected no JetStream leader within {timeout:.0f}s")
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()

@@ -9,6 +9,7 @@ services first — the enhancer finishes the job it holds — then the servers.
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -61,9 +62,22 @@ def _stop(procs: dict[str, subprocess.Popen[bytes]], timeout: float = 60) -> Non
             proc.kill()
 
 
+def admin_token(data_dir: Path) -> str:
+    """ADMIN_TOKEN from the environment, else one kept in ``<data>/admin-token`` (mode 0600), never printed."""
+    if os.environ.get("ADMIN_TOKEN"):
+        return os.environ["ADMIN_TOKEN"]
+    path = data_dir / "admin-token"
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_urlsafe(32))
+    return path.read_text().strip()
+
+
 def run_all(*, port: int, data_dir: Path, host: str = "127.0.0.1") -> int:
     data_dir = data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
+    token = admin_token(data_dir)
     stop = {"now": False}
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -84,12 +98,12 @@ def run_all(*, port: int, data_dir: Path, host: str = "127.0.0.1") -> int:
             for name in SERVICES:
                 env = _service_env(nats, s3, name, data_dir)
                 if name == "edge":
-                    env |= {"EDGE_PORT": str(port), "EDGE_HOST": host}
+                    env |= {"EDGE_PORT": str(port), "EDGE_HOST": host, "ADMIN_TOKEN": token}
                 procs[name] = subprocess.Popen([sys.executable, "-m", "photoenhance", name], env=env)
             url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
             _wait_http(f"{url}/api/v1/health", procs)
-            print(f"\nPhotoEnhanceAI is running: open {url}/  (API docs: {url}/docs). Ctrl-C stops it.\n",
-                  flush=True)
+            print(f"\nPhotoEnhanceAI is running: open {url}/  (API docs: {url}/docs). Ctrl-C stops it.\n"
+                  f"Admin token (for `photoenhance servers`): in {data_dir / 'admin-token'}\n", flush=True)
             while not stop["now"]:
                 for name, proc in procs.items():
                     if proc.poll() is not None:

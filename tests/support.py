@@ -1,131 +1,15 @@
-"""Test helpers: service processes on top of the real embedded servers, and real test photos."""
+"""Test helpers: real test photos, and the local stack (``photoenhance.stack``) the tests run on."""
 
 from __future__ import annotations
 
 import io
-import os
-import signal
-import subprocess
-import sys
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
 
-import httpx
 import numpy as np
 from PIL import Image
 
-from photoenhance.servers import EmbeddedNats, EmbeddedS3, free_port
+from photoenhance.stack import ROOT, ServiceProcess, Stack, wait_until
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def wait_until(check: Callable[[], object], timeout: float, what: str, interval: float = 0.05) -> object:
-    """Poll ``check`` until it returns something truthy; fail with ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    last_error: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            value = check()
-            if value:
-                return value
-        except Exception as e:
-            last_error = e
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}" +
-                         (f" (last error: {last_error!r})" if last_error else ""))
-
-
-@dataclass
-class ServiceProcess:
-    """One ``photoenhance <role>`` process with its own credentials and log file."""
-
-    role: str
-    env: dict[str, str]
-    log_path: Path
-    proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> ServiceProcess:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "photoenhance", self.role], cwd=ROOT,
-                                         env={**os.environ, **self.env, "PYTHONUNBUFFERED": "1"},
-                                         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        return self
-
-    @property
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int | None:
-        if not self.alive:
-            return self.proc.returncode if self.proc else None
-        self.proc.send_signal(sig)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait(10)
-
-    def kill(self) -> None:
-        self.stop(signal.SIGKILL)
-
-
-@dataclass
-class Stack:
-    """Real NATS + real S3 + service processes, as ``photoenhance up`` runs them."""
-
-    nats: EmbeddedNats
-    s3: EmbeddedS3
-    root: Path
-    model_dir: Path
-    extra_env: dict[str, str] = field(default_factory=dict)
-    edge: ServiceProcess | None = None
-    edge_port: int = 0
-    enhancers: list[ServiceProcess] = field(default_factory=list)
-
-    def env(self, role: str, **extra: str) -> dict[str, str]:
-        return {**self.nats.env_for(role), **self.s3.env(), "MODEL_DIR": str(self.model_dir),
-                "LOG_LEVEL": "INFO", **self.extra_env, **extra}
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.edge_port}"
-
-    def start_edge(self, **extra: str) -> ServiceProcess:
-        self.edge_port = self.edge_port or free_port()
-        env = self.env("edge", EDGE_PORT=str(self.edge_port), **extra)
-        self.edge = ServiceProcess("edge", env, self.root / "logs" / "edge.log").start()
-
-        def ready() -> bool:
-            assert self.edge and self.edge.alive, f"edge exited:\n{self.edge.log()[-3000:]}"
-            return httpx.get(f"{self.url}/api/v1/health", timeout=2).status_code in (200, 503)
-
-        wait_until(ready, 60, "the edge to answer")
-        return self.edge
-
-    def start_enhancer(self, name: str | None = None, **extra: str) -> ServiceProcess:
-        name = name or f"enhancer-{len(self.enhancers) + 1}"
-        proc = ServiceProcess("enhancer", self.env("enhancer", ENHANCER_ID=name, **extra),
-                              self.root / "logs" / f"{name}.log").start()
-        self.enhancers.append(proc)
-
-        def listed() -> bool:
-            assert proc.alive, f"{name} exited:\n{proc.log()[-3000:]}"
-            info = httpx.get(f"{self.url}/api/v1/info", timeout=5).json()
-            return any(e["id"] == name for e in info["enhancers"])
-
-        wait_until(listed, 90, f"{name} to join the bus")
-        return proc
-
-    def stop(self) -> None:
-        for p in [*self.enhancers, self.edge]:
-            if p is not None:
-                p.stop()
+__all__ = ["ROOT", "ServiceProcess", "Stack", "encode", "photo", "sharpness", "wait_until"]
 
 
 # --- real photos -------------------------------------------------------------------------------

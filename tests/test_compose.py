@@ -1,10 +1,12 @@
-"""Offline checks of compose.yaml against the Compose specification.
+"""Offline checks of compose.yaml (and the nats/compose.cluster.yaml override) against the Compose spec.
 
 No Docker engine is needed: the file is loaded with PyYAML (anchors and `<<` merge keys resolved the
 same way Compose resolves them), `${VAR...}` is interpolated the way Compose interpolates it, and the
 result is validated with `jsonschema` against the official compose-spec JSON schema vendored in
 tests/data/compose-spec.json (see tests/data/README.md for where it comes from). Compose itself
-validates after interpolation, so the test does too.
+validates after interpolation, so the test does too. The cluster override is merged into compose.yaml
+the way `docker compose -f compose.yaml -f nats/compose.cluster.yaml` merges it (see `compose_merge`),
+and the merged model is checked as well.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "compose.yaml"
+CLUSTER_FILE = ROOT / "nats" / "compose.cluster.yaml"
 SCHEMA_FILE = Path(__file__).resolve().parent / "data" / "compose-spec.json"
 
 # Secrets that compose.yaml must demand (`${VAR:?...}`): no default, fail fast when missing.
@@ -36,6 +39,10 @@ REQUIRED_SECRETS = (
 TEST_ENV = {name: f"test-{name.lower().replace('_', '-')}-value" for name in REQUIRED_SECRETS}
 
 NATS_CLIENTS = {"edge": "edge", "enhancer": "enhancer", "billing": "billing"}  # service -> NATS user
+NATS_PASSWORDS = tuple(name for name in REQUIRED_SECRETS if name.endswith("_NATS_PASSWORD"))
+NATS_CONF_PATH = "/etc/nats/nats-server.conf"
+NATS_CONF_MOUNT = f"./nats/nats-server.conf:{NATS_CONF_PATH}:ro"
+CLUSTER_NODES = ("nats", "nats-2", "nats-3")  # service names of the cluster's nodes
 SECRET_KEY_RE = re.compile(r"PASSWORD|SECRET|TOKEN|ACCESS_KEY|ROOT_USER", re.IGNORECASE)
 
 
@@ -129,6 +136,73 @@ def interpolate(node, env: Mapping[str, str]):
 
 
 # --------------------------------------------------------------------------------------------------
+# Compose-style merging of several files (`docker compose -f a.yaml -f b.yaml`)
+# --------------------------------------------------------------------------------------------------
+# The rules of https://docs.docker.com/reference/compose-file/merge/ (as compose-go applies them):
+# mappings are merged key by key; sequences are appended, except that `command`, `entrypoint` and
+# `healthcheck.test` are replaced, `environment` (and the other KEY=VALUE attributes) is merged by
+# key whichever form each file uses, and `volumes`/`ports` entries sharing a unique key (a volume's
+# container path, a port's ip/published/target/protocol) are replaced rather than added.
+_REPLACED = {("command",), ("entrypoint",), ("healthcheck", "test")}
+_BY_KEY = {("environment",), ("labels",), ("annotations",), ("sysctls",), ("build", "args")}
+
+
+def _key_value_mapping(value) -> dict:
+    if isinstance(value, list):
+        return dict(item.split("=", 1) if "=" in item else (item, None) for item in value)
+    return dict(value or {})
+
+
+def _volume_target(volume) -> str:
+    if isinstance(volume, dict):
+        return volume["target"]
+    parts = volume.split(":")
+    return parts[1] if len(parts) > 1 else parts[0]
+
+
+def _port_key(port) -> tuple:
+    if isinstance(port, dict):
+        return (
+            port.get("host_ip", ""),
+            str(port.get("published", "")),
+            str(port["target"]),
+            port.get("protocol", "tcp"),
+        )
+    spec, _, protocol = str(port).partition("/")
+    *host, target = spec.rsplit(":", 2)
+    host_ip, published = [""] * (2 - len(host)) + host
+    return (host_ip, published, target, protocol or "tcp")
+
+
+def _merge_unique(base: list, override: list, key) -> list:
+    merged = {key(item): item for item in base}
+    for item in override:
+        merged[key(item)] = copy.deepcopy(item)
+    return list(merged.values())
+
+
+def compose_merge(base, override, path: tuple = ()):
+    """`override` merged into `base` (both already interpolated), as Compose merges its -f files."""
+    service_path = path[2:] if len(path) > 2 and path[0] == "services" else None
+    if service_path in _REPLACED:
+        return copy.deepcopy(override)
+    if service_path in _BY_KEY:
+        return {**_key_value_mapping(base), **_key_value_mapping(override)}
+    if service_path == ("volumes",):
+        return _merge_unique(base, override, _volume_target)
+    if service_path == ("ports",):
+        return _merge_unique(base, override, _port_key)
+    if isinstance(base, dict) and isinstance(override, dict):
+        merged = dict(base)
+        for key, value in override.items():
+            merged[key] = compose_merge(base[key], value, (*path, key)) if key in base else copy.deepcopy(value)
+        return merged
+    if isinstance(base, list) and isinstance(override, list):
+        return [*base, *copy.deepcopy(override)]
+    return copy.deepcopy(override)
+
+
+# --------------------------------------------------------------------------------------------------
 # Fixtures and helpers
 # --------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
@@ -153,6 +227,18 @@ def config(raw) -> dict:
     return interpolate(raw, TEST_ENV)
 
 
+@pytest.fixture(scope="module")
+def cluster_raw() -> dict:
+    """nats/compose.cluster.yaml as YAML, before interpolation."""
+    return yaml.safe_load(CLUSTER_FILE.read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="module")
+def cluster_config(config, cluster_raw) -> dict:
+    """compose.yaml + nats/compose.cluster.yaml: each file interpolated, then merged (as Compose does)."""
+    return compose_merge(config, interpolate(cluster_raw, TEST_ENV))
+
+
 def schema_errors(validator, document) -> list[str]:
     return [
         f"{'/'.join(map(str, err.absolute_path)) or '<root>'}: {err.message}"
@@ -166,6 +252,22 @@ def environment(service: dict) -> dict:
     if isinstance(env, list):
         return dict(item.split("=", 1) if "=" in item else (item, None) for item in env)
     return dict(env)
+
+
+def command_flags(command: list[str]) -> dict[str, str]:
+    """`["-c", "x", "--routes=y"]` -> `{"c": "x", "routes": "y"}` (nats-server takes -flag and --flag)."""
+    flags = {}
+    args = iter(command)
+    for arg in args:
+        assert arg.startswith("-"), f"stray argument {arg!r} in {command}"
+        name, eq, value = arg.lstrip("-").partition("=")
+        assert name not in flags, f"{arg} given twice in {command}"
+        flags[name] = value if eq else next(args, None)
+    return flags
+
+
+def published_host_ports(service: dict) -> list[str]:
+    return [key[1] for key in map(_port_key, service.get("ports", [])) if key[1]]
 
 
 def named_volume_sources(service: dict) -> list[str]:
@@ -210,6 +312,76 @@ def test_interpolation_helper_required(template, env):
 
 
 # --------------------------------------------------------------------------------------------------
+# The merge helper itself
+# --------------------------------------------------------------------------------------------------
+def test_merge_helper_follows_the_compose_rules():
+    base = {
+        "name": "p",
+        "services": {
+            "a": {
+                "image": "x:1",
+                "command": ["run", "--one"],
+                "healthcheck": {"test": ["CMD", "a"], "interval": "10s"},
+                "environment": ["KEEP=1", "CHANGE=old"],
+                "volumes": ["data:/data", "./conf:/etc/conf:ro"],
+                "ports": ["4222:4222", "127.0.0.1:8222:8222"],
+                "dns": ["1.1.1.1"],
+                "deploy": {"replicas": "1", "resources": {"limits": {"cpus": "1"}}},
+            }
+        },
+        "volumes": {"data": None},
+    }
+    override = {
+        "services": {
+            "a": {
+                "command": ["run"],
+                "healthcheck": {"test": ["CMD", "b"]},
+                "environment": {"CHANGE": "new", "ADD": "2"},
+                "volumes": ["other:/data"],
+                "ports": ["127.0.0.1:8222:8222", "6222:6222"],
+                "dns": ["8.8.8.8"],
+                "deploy": {"resources": {"limits": {"memory": "1g"}}},
+            },
+            "b": {"image": "y:1"},
+        },
+        "volumes": {"other": None},
+    }
+    merged = compose_merge(base, override)
+    a = merged["services"]["a"]
+    assert a["image"] == "x:1"
+    assert a["command"] == ["run"]
+    assert a["healthcheck"] == {"test": ["CMD", "b"], "interval": "10s"}
+    assert a["environment"] == {"KEEP": "1", "CHANGE": "new", "ADD": "2"}
+    assert a["volumes"] == ["other:/data", "./conf:/etc/conf:ro"]
+    assert a["ports"] == ["4222:4222", "127.0.0.1:8222:8222", "6222:6222"]
+    assert a["dns"] == ["1.1.1.1", "8.8.8.8"]
+    assert a["deploy"] == {"replicas": "1", "resources": {"limits": {"cpus": "1", "memory": "1g"}}}
+    assert merged["services"]["b"] == {"image": "y:1"}
+    assert merged["volumes"] == {"data": None, "other": None}
+    assert base["services"]["a"]["command"] == ["run", "--one"], "the merge must not modify its inputs"
+
+
+@pytest.mark.parametrize(
+    ("port", "key"),
+    [
+        ("4222:4222", ("", "4222", "4222", "tcp")),
+        ("127.0.0.1:8222:8222", ("127.0.0.1", "8222", "8222", "tcp")),
+        ("9000", ("", "", "9000", "tcp")),
+        ("53:53/udp", ("", "53", "53", "udp")),
+    ],
+)
+def test_port_key(port, key):
+    assert _port_key(port) == key
+
+
+def test_command_flags_helper():
+    assert command_flags(["-c", "f", "--routes=a,b", "--cluster", "u"]) == {"c": "f", "routes": "a,b", "cluster": "u"}
+    for bad in (["stray"], ["-c", "f", "--c", "g"]):
+        with pytest.raises(AssertionError):
+            command_flags(bad)
+
+
+# --------------------------------------------------------------------------------------------------
 # The schema and the validator
 # --------------------------------------------------------------------------------------------------
 def test_vendored_schema_is_the_compose_spec(schema):
@@ -228,6 +400,12 @@ def test_vendored_schema_is_the_compose_spec(schema):
 
 def test_compose_file_validates_against_the_spec(validator, config):
     assert schema_errors(validator, config) == []
+
+
+def test_cluster_override_validates_against_the_spec(validator, cluster_raw, cluster_config):
+    # Compose validates each file and the merged model; the override alone is a valid (partial) file.
+    assert schema_errors(validator, interpolate(cluster_raw, TEST_ENV)) == []
+    assert schema_errors(validator, cluster_config) == []
 
 
 BROKEN_COPIES = {
@@ -353,7 +531,147 @@ def test_billing_service(config):
     assert any(v.endswith(":/data") for v in billing["volumes"])
 
 
-def test_named_volumes_and_dependencies_are_declared(config):
+# service -> settings it reads, each with its documented default; all overridable from .env
+_EVERY_SERVICE = {"NATS_REPLICAS": "1", "TASK_ACK_WAIT": "30", "TASK_MAX_ATTEMPTS": "3", "RETENTION_HOURS": "24"}
+SETTINGS_WITH_DEFAULTS = {
+    "edge": {**_EVERY_SERVICE, "QUEUE_LIMIT": "1000", "REGISTRY_MISSED_BEATS": "3", "REGISTRY_FORGET_AFTER": "300"},
+    "enhancer": {**_EVERY_SERVICE, "ENHANCER_HEARTBEAT": "5", "ENHANCER_MAX_FACES": "10"},
+    "billing": _EVERY_SERVICE,
+}
+
+
+@pytest.mark.parametrize("service", sorted(SETTINGS_WITH_DEFAULTS))
+def test_settings_have_overridable_defaults(raw, config, service):
+    raw_env = environment(raw["services"][service])
+    env = environment(config["services"][service])
+    for variable, default in SETTINGS_WITH_DEFAULTS[service].items():
+        assert raw_env.get(variable) == f"${{{variable}:-{default}}}", (
+            f"{service}.{variable}: {raw_env.get(variable)!r}"
+        )
+        assert str(env[variable]) == default
+
+
+@pytest.mark.parametrize("model", ["config", "cluster_config"])
+def test_enhancer_is_scalable(request, model):
+    """`docker compose up -d --scale enhancer=3` must work: nothing a second replica would clash on."""
+    services = request.getfixturevalue(model)["services"]
+    enhancer = services["enhancer"]
+    for fixed in ("container_name", "hostname", "ports"):
+        assert fixed not in enhancer, f"enhancer.{fixed} would collide between replicas"
+    # each replica names itself <hostname>-<pid>; a fixed ENHANCER_ID would give them all one name
+    assert "ENHANCER_ID" not in environment(enhancer)
+    assert str(enhancer["deploy"]["replicas"]) == "1"
+    # the GPU reservation is per replica and survives the merge
+    devices = enhancer["deploy"]["resources"]["reservations"]["devices"]
+    assert any(d.get("driver") == "nvidia" and "gpu" in d.get("capabilities", []) for d in devices), devices
+    # the models volume is shared (weights are written atomically), nothing else is mounted per replica
+    assert named_volume_sources(enhancer) == ["models"]
+
+
+def test_enhancer_replicas_come_from_the_environment(raw):
+    deploy = raw["services"]["enhancer"]["deploy"]
+    assert deploy["replicas"] == "${ENHANCER_REPLICAS:-1}"
+    scaled = interpolate(raw, {**TEST_ENV, "ENHANCER_REPLICAS": "3"})
+    assert scaled["services"]["enhancer"]["deploy"]["replicas"] == "3"
+
+
+# --------------------------------------------------------------------------------------------------
+# The 3-node cluster override (nats/compose.cluster.yaml)
+# --------------------------------------------------------------------------------------------------
+def test_cluster_file_documents_its_usage():
+    header = CLUSTER_FILE.read_text(encoding="utf-8").split("\n\n", 1)[0]
+    assert "docker compose -f compose.yaml -f nats/compose.cluster.yaml up -d" in header
+
+
+def test_cluster_has_three_nats_nodes(config, cluster_config):
+    services = cluster_config["services"]
+    nodes = {name for name, svc in services.items() if str(svc.get("image", "")).startswith("nats:")}
+    assert nodes == set(CLUSTER_NODES)
+    for name in CLUSTER_NODES:
+        node = services[name]
+        assert node["image"] == config["services"]["nats"]["image"], f"{name} runs another nats-server"
+        assert node["restart"] == "unless-stopped"
+        assert NATS_CONF_MOUNT in node["volumes"], f"{name} does not mount the same config file"
+        health = " ".join(node["healthcheck"]["test"])
+        assert "8222/healthz" in health, f"{name}: {health}"
+    # the other services are untouched apart from their environment
+    assert set(services) == set(config["services"]) | set(CLUSTER_NODES)
+
+
+def test_cluster_nodes_have_distinct_names_and_stores(cluster_config):
+    services = cluster_config["services"]
+    declared = set(cluster_config["volumes"])
+    names, stores = [], []
+    for name in CLUSTER_NODES:
+        env = environment(services[name])
+        assert env.get("NATS_SERVER_NAME"), f"{name} has no NATS_SERVER_NAME"
+        names.append(env["NATS_SERVER_NAME"])
+        store_dir = env["NATS_STORE_DIR"]
+        mounts = [v for v in services[name]["volumes"] if _volume_target(v) == store_dir]
+        assert len(mounts) == 1, f"{name} mounts {mounts} at its store dir {store_dir}"
+        source = mounts[0].split(":", 1)[0]
+        assert source in declared, f"{name} stores JetStream data in {source!r}, not a named volume"
+        stores.append(source)
+    assert len(set(names)) == len(CLUSTER_NODES), f"server names must differ: {names}"
+    assert len(set(stores)) == len(CLUSTER_NODES), f"each node needs its own store volume: {stores}"
+    # node 1 keeps the single server's volume
+    assert stores[0] == "nats-data"
+
+
+def test_cluster_nodes_route_to_each_other(cluster_config):
+    services = cluster_config["services"]
+    cluster_names = set()
+    for name in CLUSTER_NODES:
+        flags = command_flags(services[name]["command"])
+        assert (flags.get("c") or flags.get("config")) == NATS_CONF_PATH, f"{name}: {flags}"
+        cluster_names.add(flags.get("cluster_name"))
+        listen = flags.get("cluster", "")
+        assert re.fullmatch(r"nats://0\.0\.0\.0:6222", listen), f"{name} listens for routes on {listen!r}"
+        routes = (flags.get("routes") or "").split(",")
+        assert len(routes) == len(set(routes)) == len(CLUSTER_NODES), f"{name}: {routes}"
+        assert set(routes) == {f"nats://{node}:6222" for node in CLUSTER_NODES}, f"{name}: {routes}"
+    assert cluster_names == {"photoenhance"}, cluster_names
+
+
+def test_cluster_nodes_get_every_variable_the_server_conf_reads(cluster_config):
+    needed = nats_conf_external_variables((ROOT / "nats" / "nats-server.conf").read_text(encoding="utf-8"))
+    for name in CLUSTER_NODES:
+        env = environment(cluster_config["services"][name])
+        assert not needed - set(env), f"{name} lacks {sorted(needed - set(env))}"
+        for variable in NATS_PASSWORDS:
+            assert env[variable] == TEST_ENV[variable], f"{name}.{variable}"
+
+
+def test_cluster_publishes_no_host_port_twice(cluster_config):
+    services = cluster_config["services"]
+    published = [port for svc in services.values() for port in published_host_ports(svc)]
+    assert len(published) == len(set(published)), published
+    # node 1 keeps the single server's ports (clients outside this host); the others publish none
+    assert {"4222", "8222"} <= set(published_host_ports(services["nats"]))
+    for name in CLUSTER_NODES[1:]:
+        assert "ports" not in services[name], f"{name} publishes {services[name]['ports']}"
+
+
+@pytest.mark.parametrize(("service", "user"), sorted(NATS_CLIENTS.items()))
+def test_cluster_clients_list_every_node(cluster_config, service, user):
+    svc = cluster_config["services"][service]
+    env = environment(svc)
+    servers = env["NATS_URL"].split(",")
+    assert len(servers) == len(set(servers)) == len(CLUSTER_NODES), servers
+    assert set(servers) == {f"nats://{node}:4222" for node in CLUSTER_NODES}, servers
+    assert str(env["NATS_REPLICAS"]) == "3"
+    assert int(env["NATS_REPLICAS"]) <= len(CLUSTER_NODES)
+    # merged by key: the rest of the environment is still there
+    assert env["NATS_USER"] == user
+    assert env["NATS_PASSWORD"] == TEST_ENV[f"{user.upper()}_NATS_PASSWORD"]
+    assert str(env["TASK_ACK_WAIT"]) == "30"
+    assert svc["command"] == ["photoenhance", service]
+    assert svc["depends_on"]["nats"]["condition"] == "service_healthy"
+
+
+@pytest.mark.parametrize("model", ["config", "cluster_config"])
+def test_named_volumes_and_dependencies_are_declared(request, model):
+    config = request.getfixturevalue(model)
     declared = set(config.get("volumes") or {})
     for name, service in config["services"].items():
         for source in named_volume_sources(service):
@@ -417,6 +735,25 @@ def test_interpolation_fails_without_a_secret(raw, variable, how):
 def test_interpolation_fails_with_no_env_at_all(raw):
     with pytest.raises(InterpolationError):
         interpolate(raw, {})
+
+
+def test_cluster_secrets_only_come_from_the_environment(cluster_raw):
+    seen = list(_secret_values(cluster_raw))
+    assert len(seen) >= 2 * len(NATS_PASSWORDS)  # nats-2 and nats-3
+    for service, key, value in seen:
+        assert isinstance(value, str) and re.fullmatch(r"\$\{[A-Za-z_][A-Za-z0-9_]*:?\?[^}]+\}", value), (
+            f"{service}.{key}: {value!r}"
+        )
+    text = CLUSTER_FILE.read_text(encoding="utf-8")
+    for variable in REQUIRED_SECRETS:
+        assert not re.search(r"\$\{" + variable + r":?[-+]", text), f"{variable} has a default or alternative"
+
+
+@pytest.mark.parametrize("variable", NATS_PASSWORDS)
+def test_cluster_interpolation_fails_without_a_secret(cluster_raw, variable):
+    env = {k: v for k, v in TEST_ENV.items() if k != variable}
+    with pytest.raises(InterpolationError, match=variable):
+        interpolate(cluster_raw, env)
 
 
 # --------------------------------------------------------------------------------------------------

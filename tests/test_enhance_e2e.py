@@ -156,7 +156,7 @@ def test_web_page_is_served(http: httpx.Client, path: str) -> None:
     assert r.status_code == 200 and "PhotoEnhanceAI" in r.text and "/api/v1/enhance" in r.text
 
 
-async def test_results_and_records_expire_after_the_retention(stack, admin_nc: Client) -> None:  # noqa: ANN001
+async def test_results_and_records_expire_after_the_retention(stack, admin_nc: Client) -> None:
     """Outputs expire: an S3 lifecycle rule on every image prefix, and a TTL on the task bucket."""
     from minio import Minio
 
@@ -168,3 +168,12 @@ async def test_results_and_records_expire_after_the_retention(stack, admin_nc: C
     kv = await admin_nc.jetstream().key_value(subjects.TASKS_BUCKET)
     status = await kv.status()
     assert status.ttl == 24 * 3600
+
+
+def test_face_restoration_required_but_not_installed_fails_clearly(http: httpx.Client) -> None:
+    """face_enhance=true on a fleet without GFPGAN weights: a failed task with a reason, not a silent fallback."""
+    task_id = submit(http, encode(photo("astronaut", size=(32, 32))), "face.jpg", face_enhance="true")
+    status = finish(http, task_id)
+    assert status["status"] == "failed"
+    assert "Face restoration is not available" in status["error"] and "models fetch" in status["error"]
+    assert http.get(f"/api/v1/download/{task_id}").status_code == 400

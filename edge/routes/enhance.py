@@ -50,6 +50,7 @@ async def enhance(
                             f"{settings.max_upload_bytes / (1024 * 1024):g} MB.")
     info = await run_in_threadpool(inspect, file.file, max_pixels=settings.max_input_pixels)
     await dispatch.require_enhancer(res)
+    await dispatch.require_room(res)
 
     name = display_name(file.filename or f"image.{info.format.lower()}")
     task_id = new_task_id()

@@ -93,6 +93,7 @@ async def process_uploaded(res: ResourcesDep, body: ProcessRequest) -> JSONRespo
     info = await run_in_threadpool(inspect, io.BytesIO(data), max_pixels=settings.max_input_pixels)
     fetched = time.perf_counter()
     await dispatch.require_enhancer(res)
+    await dispatch.require_room(res)
     task_id = new_task_id()
     await dispatch.submit(res, task_id=task_id, input_key=key, input_name=key.rsplit("/", 1)[-1],
                           input_size=len(data), width=info.width, height=info.height, options=opts)

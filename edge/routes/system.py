@@ -65,16 +65,11 @@ async def health_alias(res: ResourcesDep) -> JSONResponse:
 
 @router.get("/api/v1/info", summary="What this service offers and who is serving it")
 async def info(res: ResourcesDep) -> dict[str, Any]:
-    stats = await dispatch.gather(res, f"$SRV.STATS.{subjects.ENHANCER_SERVICE}")
-    enhancers = []
-    for s in stats:
-        data = next((e.get("data") or {} for e in s.get("endpoints") or []), {})
-        meta = s.get("metadata") or {}
-        enhancers.append({"id": meta.get("worker_id", s.get("id")), "version": s.get("version"),
-                          "device": meta.get("device"), "engines": (meta.get("engines") or "").split(","),
-                          "capacity": data.get("capacity"), "in_flight": data.get("in_flight"),
-                          "jobs_done": data.get("jobs_done"), "jobs_failed": data.get("jobs_failed"),
-                          "started": s.get("started")})
+    # Public view of the fleet: no host names (operators get those from /api/v1/servers).
+    enhancers = [{"id": r["server_id"], "status": r["status"], "version": r["version"], "device": r["device"],
+                  "device_name": r["device_name"], "engines": r["engines"], "capacity": r["capacity"],
+                  "in_flight": r["in_flight"], "jobs_done": r["jobs_done"], "jobs_failed": r["jobs_failed"]}
+                 for r in res.registry.servers()]
     ok, queue = await _check(_queue(res))
     settings = res.settings
     return {

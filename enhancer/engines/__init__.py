@@ -48,17 +48,26 @@ def available_engines(model_dir: Path) -> list[str]:
     return names
 
 
-def create_engine(name: str, model_dir: Path, device: torch.device | str) -> Engine:
-    """Build an engine by name ("realesrgan" or "gfpgan"). GFPGAN loads its weights now (fails early)."""
+def create_engine(
+    name: str, model_dir: Path, device: torch.device | str, *, background: Engine | None = None, max_faces: int = 10
+) -> Engine:
+    """Build an engine by name ("realesrgan" or "gfpgan"). GFPGAN loads its weights now (fails early).
+
+    ``background``: a Real-ESRGAN engine GFPGAN shares for the background instead of loading its own.
+    """
     _limit_cpu_threads()
     if name == "realesrgan":
         from enhancer.engines.realesrgan import RealESRGANEngine
 
         return RealESRGANEngine(Path(model_dir), device)
+    if name == "bench-resize":  # benchmark only: never chosen unless ENHANCER_ENGINE asks for it
+        from enhancer.engines.bench_resize import BenchResizeEngine
+
+        return BenchResizeEngine(float(os.environ.get("BENCH_ENGINE_DELAY", "0") or 0))
     if name == "gfpgan":
         from enhancer.engines.gfpgan import GFPGANEngine
 
-        return GFPGANEngine(Path(model_dir), device)
+        return GFPGANEngine(Path(model_dir), device, background=background, max_faces=max_faces)  # type: ignore[arg-type]
     raise EngineError(f"Unknown engine {name!r}; available: realesrgan, gfpgan")
 
 

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Protocol
 
 import numpy as np
 
-Quality = Literal["fast", "medium", "high"]
 QUALITIES: tuple[str, ...] = ("fast", "medium", "high")
 
 Progress = Callable[[str, int, int], None]
 """(stage, done, total). Stages: "faces_detected" (n, n), "restoring" (face k of n), "upscaling" (tile k of n).
 
 "upscaling" may restart from 1 with a larger total when a tile size is halved after running out of memory.
+The callback may raise (e.g. to cancel a job): engines let the exception propagate and return nothing.
 """
 
 
@@ -30,7 +30,7 @@ class EnhanceOptions:
     """
 
     scale: int = 4
-    quality: Quality = "high"
+    quality: str = "high"  # "fast" | "medium" | "high"
     tile_size: int = 400
     face_enhance: bool = False
 

@@ -108,9 +108,9 @@ class GFPGANEngine:
                 out = None
             if out is None:
                 release(self.device)
-                if batch == 1:
+                if len(chunk) == 1:
                     raise EngineError("Not enough GPU memory to restore the faces in this image, even one at a time")
-                batch //= 2
+                batch = len(chunk) // 2  # the chunk may already be smaller than the batch size
                 log.warning("Out of memory in GFPGAN; retrying with batches of %d faces", batch)
                 continue
             for face in out:

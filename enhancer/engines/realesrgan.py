@@ -118,9 +118,8 @@ class RealESRGANEngine:
             release(self.device)  # outside the except block, so the traceback's tensors are gone
             smaller = _smaller_tile(tile, h, w)
             if smaller is None:
-                raise EngineError(
-                    f"Not enough GPU memory to process this image, even with {MIN_TILE}-pixel tiles"
-                )
+                last = min(tile if tile > 0 else max(h, w), max(h, w))
+                raise EngineError(f"Not enough GPU memory to process this image, even with {last}-pixel tiles")
             log.warning("Out of memory with tile %s (%s); retrying with %s-pixel tiles", tile, reason, smaller)
             tile = smaller
 

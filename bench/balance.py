@@ -6,7 +6,7 @@ worker while another sat idle. Runs real servers and real service processes on l
 engine is the BENCHMARK-ONLY ``bench-resize`` with a fixed delay per job, so that the workers'
 speeds are known and only the dispatch is measured.
 
-    python bench/balance.py [--jobs 40] [--fast 0.1] [--slow 0.4]
+    python bench/balance.py [--jobs 40] [--fast 0.5] [--slow 1.5]
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ def ideal_makespan(jobs: int, durations: list[float]) -> float:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--jobs", type=int, default=40)
-    p.add_argument("--fast", type=float, default=0.1, help="seconds per job on the fast worker")
-    p.add_argument("--slow", type=float, default=0.4, help="seconds per job on the slow worker")
+    p.add_argument("--fast", type=float, default=0.5, help="seconds per job on the fast worker")
+    p.add_argument("--slow", type=float, default=1.5, help="seconds per job on the slow worker")
     args = p.parse_args()
 
     buf = io.BytesIO()

@@ -7,6 +7,7 @@ Services depend on ``bus`` and never on each other.
 from . import subjects
 from .codec import SchemaError, pack, unpack
 from .connection import connect, ensure_resources, wait_for_resources
+from .retry import BusUnavailable, retrying
 from .schemas import (
     COMPLETED,
     FAILED,
@@ -30,6 +31,7 @@ __all__ = [
     "FAILED",
     "PROCESSING",
     "QUEUED",
+    "BusUnavailable",
     "EnhanceJob",
     "EnhanceOptions",
     "EnhancerDescription",
@@ -51,6 +53,7 @@ __all__ = [
     "is_task_id",
     "new_task_id",
     "pack",
+    "retrying",
     "subjects",
     "unpack",
     "wait_for_resources",

@@ -15,6 +15,7 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from .codec import SchemaError
+from .retry import retrying
 from .schemas import TaskState
 
 _HEX = set("0123456789abcdef")
@@ -39,12 +40,24 @@ class TaskStore:
     def __init__(self, kv: KeyValue) -> None:
         self.kv = kv
 
-    async def create(self, state: TaskState) -> int:
-        return await self.kv.create(state.task_id, state.encode())
+    async def create(self, state: TaskState) -> None:
+        """Create the record; a retry after a lost answer finds it already there, which is success."""
+        created = False
+
+        async def once() -> None:
+            nonlocal created
+            try:
+                await self.kv.create(state.task_id, state.encode())
+                created = True
+            except KeyWrongLastSequenceError:
+                if not created and await self.get(state.task_id) != state:
+                    raise
+
+        await retrying(once, what=f"task {state.task_id}: create record")
 
     async def entry(self, task_id: str) -> tuple[TaskState, int] | None:
         try:
-            entry = await self.kv.get(task_id)
+            entry = await retrying(lambda: self.kv.get(task_id), what=f"task {task_id}: read record")
         except KeyNotFoundError:
             return None
         if entry.value is None:  # expired (nats-py may return an empty entry instead of raising)
@@ -72,7 +85,8 @@ class TaskStore:
             if new is None:
                 return current
             try:
-                await self.kv.update(task_id, new.encode(), last=revision)
+                await retrying(lambda: self.kv.update(task_id, new.encode(), last=revision),  # noqa: B023
+                               what=f"task {task_id}: update record")
                 return new
             except KeyWrongLastSequenceError:
                 await asyncio.sleep(0.01)

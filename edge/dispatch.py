@@ -8,7 +8,7 @@ import time
 import nats.errors
 import nats.js.errors
 
-from bus import subjects
+from bus import retrying, subjects
 from bus.schemas import QUEUED, EnhanceJob, EnhanceOptions, TaskState
 
 from .errors import ApiError
@@ -44,7 +44,8 @@ def _busy(waiting: int) -> ApiError:
 
 async def require_room(res: Resources) -> None:
     """Refuse early (429) when the bounded queue is full, before storing anything."""
-    info = await res.js.consumer_info(subjects.JOBS_STREAM, subjects.JOBS_CONSUMER)
+    info = await retrying(lambda: res.js.consumer_info(subjects.JOBS_STREAM, subjects.JOBS_CONSUMER),
+                          what="queue depth")
     waiting = info.num_pending or 0
     if waiting >= res.settings.tasks.queue_limit:
         raise _busy(waiting)
@@ -75,8 +76,9 @@ async def submit(
                      quality=options.quality, tile_size=options.tile_size, face_enhance=options.face_enhance,
                      owner=owner, submitted_at=now)
     try:
-        await res.js.publish(subjects.JOBS_SUBJECT, job.encode(),
-                             headers={subjects.MSG_ID_HEADER: task_id, subjects.TYPE_HEADER: EnhanceJob.TYPE})
+        # Idempotent thanks to Nats-Msg-Id: a retry after a lost acknowledgement is dropped as a duplicate.
+        await retrying(lambda: res.js.publish(subjects.JOBS_SUBJECT, job.encode(), headers={
+            subjects.MSG_ID_HEADER: task_id, subjects.TYPE_HEADER: EnhanceJob.TYPE}), what=f"task {task_id}: queue")
     except nats.js.errors.APIError as e:  # the stream is full (a race past require_room): undo, refuse
         await res.tasks.kv.delete(task_id)
         raise _busy(res.settings.tasks.queue_limit) from e

@@ -12,6 +12,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from bus.retry import TRANSIENT, BusUnavailable
+
 log = logging.getLogger(__name__)
 
 
@@ -60,6 +62,14 @@ def install(app: FastAPI) -> None:
         message = exc.detail if isinstance(exc.detail, str) and exc.status_code not in _STARLETTE_MESSAGES \
             else _STARLETTE_MESSAGES.get(exc.status_code, str(exc.detail))
         return error_response(exc.status_code, message, getattr(exc, "headers", None))
+
+    async def on_bus_down(request: Request, exc: Exception) -> JSONResponse:
+        log.warning("bus unavailable on %s %s: %s", request.method, request.url.path, exc)
+        return error_response(503, "The service's message bus is briefly unavailable; please retry in a few seconds.",
+                              {"Retry-After": "5"})
+
+    for kind in (BusUnavailable, *TRANSIENT):
+        app.add_exception_handler(kind, on_bus_down)
 
     @app.exception_handler(Exception)
     async def on_crash(request: Request, exc: Exception) -> JSONResponse:

@@ -20,7 +20,7 @@ from typing import Any
 import nats.errors
 from nats.aio.msg import Msg
 
-from bus import subjects
+from bus import retrying, subjects
 from bus.schemas import COMPLETED, FAILED, PROCESSING, QUEUED, EnhanceJob, TaskEvent, TaskState
 from bus.storage import ObjectMissing, ObjectStore, StorageError, display_name, output_key
 from bus.tasks import TaskStore
@@ -315,9 +315,9 @@ class Worker:
         return await self.tasks.update(task_id, change)
 
     async def _publish_event(self, event: TaskEvent) -> None:
-        await self.js.publish(subjects.task_event(event.kind), event.encode(),
-                              headers={subjects.MSG_ID_HEADER: event.dedup_id,
-                                       subjects.TYPE_HEADER: TaskEvent.TYPE})
+        await retrying(lambda: self.js.publish(subjects.task_event(event.kind), event.encode(), headers={
+            subjects.MSG_ID_HEADER: event.dedup_id, subjects.TYPE_HEADER: TaskEvent.TYPE}),
+            what=f"task {event.task_id}: publish {event.kind}", budget=30)
 
     async def _complete(self, job: EnhanceJob, attempt: int, result: dict[str, Any]) -> None:
         now = time.time()

@@ -23,8 +23,8 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from photoenhance.servers import EmbeddedNats, EmbeddedS3  # noqa: E402
-from photoenhance.stack import Stack  # noqa: E402
+from photoenhance.servers import EmbeddedNats, EmbeddedS3
+from photoenhance.stack import Stack
 
 
 def ideal_makespan(jobs: int, durations: list[float]) -> float:

@@ -17,7 +17,7 @@ from bus import __version__
 from . import errors
 from .limits import BodyLimitMiddleware
 from .resources import open_resources
-from .routes import enhance, presigned, servers, system, tasks
+from .routes import enhance, presigned, servers, system, tasks, wechat
 from .settings import EdgeSettings
 
 
@@ -51,7 +51,7 @@ def create_app(settings: EdgeSettings) -> FastAPI:
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_credentials=True,
                            allow_methods=["GET", "POST"], allow_headers=["Authorization", "Content-Type"])
-    for module in (enhance, tasks, presigned, system, servers):
+    for module in (enhance, tasks, presigned, system, servers, wechat):
         app.include_router(module.router)
     root = web_root(settings.web_dir)
     if root.is_dir():

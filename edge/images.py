@@ -11,15 +11,12 @@ import warnings
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from PIL import Image, ImageFile, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from .errors import ApiError
 
 with contextlib.suppress(ImportError):  # AVIF codecs beyond Pillow's own (Pillow >= 11.3 reads AVIF too)
     import pillow_avif  # noqa: F401
-
-ImageFile.LOAD_TRUNCATED_IMAGES = False
-Image.MAX_IMAGE_PIXELS = None  # we check the declared size ourselves, before decoding
 
 SUPPORTED = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "AVIF": "image/avif",
              "BMP": "image/bmp", "TIFF": "image/tiff"}
@@ -58,8 +55,9 @@ def inspect(fp: BinaryIO, *, max_pixels: int) -> ImageInfo:
         raise ApiError(400, f"The file is not an image we can read. Supported formats: {SUPPORTED_TEXT}.") from e
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         raise ApiError(400, "The image file is damaged or incomplete (it could not be decoded).") from e
-    except Image.DecompressionBombError as e:  # pragma: no cover - MAX_IMAGE_PIXELS is off
-        raise ApiError(413, "The image declares too many pixels.") from e
+    except Image.DecompressionBombError as e:  # Pillow refuses to even open it: far beyond our limit
+        raise ApiError(413, f"The image is too large (over {2 * (Image.MAX_IMAGE_PIXELS or 0) / 1e6:.0f} "
+                            f"megapixels); the limit is {max_pixels / 1e6:g} megapixels.") from e
     finally:
         fp.seek(0)
     return ImageInfo(format=fmt, content_type=SUPPORTED[fmt], width=width, height=height)

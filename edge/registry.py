@@ -102,9 +102,9 @@ class Registry:
             })
         return rows
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self, now: float | None = None) -> dict[str, Any]:
         """The original gateway's ``/webhook/servers`` shape."""
-        servers = self.servers()
+        servers = self.servers(now)
         healthy = sum(1 for s in servers if s["is_healthy"])
         return {"total_servers": len(servers), "healthy_servers": healthy,
                 "unhealthy_servers": len(servers) - healthy, "servers": servers}

@@ -1,0 +1,120 @@
+"""``/api/wechat/*``: the mini-program's sign-in and WeChat Pay, bridged to the billing service.
+
+The edge holds no billing state or secret: each route is one request/reply to billing, which
+answers refusals as ``nats.micro`` service errors whose code is the HTTP status. A notify's headers
+and raw body travel intact, so billing verifies WeChat's signature itself. With no billing on the
+bus, NATS says so in about a millisecond and the edge answers 503 at once.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, TypeVar
+
+import nats.errors
+from fastapi import APIRouter, Header, Request, Response
+from fastapi.responses import JSONResponse
+from nats.micro.request import ERROR_CODE_HEADER, ERROR_HEADER
+from pydantic import BaseModel, Field
+
+from bus import subjects
+from bus.billing import (
+    NotifyReply,
+    NotifyRequest,
+    OpenidRequest,
+    OrderQueryRequest,
+    OrderView,
+    PayCreateReply,
+    PayCreateRequest,
+    SessionReply,
+)
+from bus.codec import SchemaError
+from bus.schemas import Message
+
+from ..deps import ResourcesDep
+from ..errors import ApiError
+
+router = APIRouter(prefix="/api/wechat", tags=["wechat"])
+
+#: Seconds the edge waits for billing, which may itself wait on WeChat (10 s per call).
+BILLING_TIMEOUT = 25.0
+_TRADE_NO = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+
+Reply = TypeVar("Reply", bound=Message)
+AuthHeader = Annotated[str, Header(alias="Authorization", description="Bearer <token from /auth/openid>")]
+
+
+class SignIn(BaseModel):
+    code: str = Field(min_length=1, max_length=128, description="The code from wx.login()")
+
+
+class PayCreate(BaseModel):
+    product: str = Field(min_length=1, max_length=32, description="A product id, e.g. basic, premium, unlimited")
+
+
+async def ask(res: ResourcesDep, subject: str, message: Message, reply_type: type[Reply]) -> Reply:
+    """One request to billing; its refusals become ``ApiError`` with billing's status and sentence."""
+    try:
+        msg = await res.nc.request(subject, message.encode(), timeout=BILLING_TIMEOUT,
+                                   headers={subjects.TYPE_HEADER: message.TYPE})
+    except nats.errors.NoRespondersError as e:
+        raise ApiError(503, "Payments are not available right now; please try again in a moment.",
+                       headers={"Retry-After": "10"}, success=False) from e
+    except nats.errors.TimeoutError as e:
+        raise ApiError(504, "Billing did not answer in time; please try again.", success=False) from e
+    headers = msg.headers or {}
+    if ERROR_CODE_HEADER in headers:
+        code = headers[ERROR_CODE_HEADER]
+        status = int(code) if code.isdigit() and 400 <= int(code) < 600 else 502
+        raise ApiError(status, headers.get(ERROR_HEADER) or "Billing refused the request.", success=False)
+    try:
+        return reply_type.decode(msg.data, subject=subject)
+    except SchemaError as e:
+        raise ApiError(502, "Billing answered with something unreadable.", success=False) from e
+
+
+def ok(data: dict[str, Any]) -> dict[str, Any]:
+    """The original gateway's success shape, which the mini-program reads."""
+    return {"success": True, "data": data}
+
+
+def _public(reply: Message) -> dict[str, Any]:
+    data = reply.to_dict()
+    data.pop("type")
+    return data
+
+
+@router.post("/auth/openid", summary="Sign in with a wx.login code: openid and a session token (never session_key)")
+async def sign_in(res: ResourcesDep, body: SignIn) -> dict[str, Any]:
+    reply = await ask(res, subjects.BILLING_AUTH_OPENID, OpenidRequest(code=body.code), SessionReply)
+    return ok(_public(reply))
+
+
+@router.post("/pay/create", summary="Create an order for a product; returns wx.requestPayment parameters")
+async def pay_create(res: ResourcesDep, body: PayCreate, authorization: AuthHeader = "") -> dict[str, Any]:
+    reply = await ask(res, subjects.BILLING_PAY_CREATE, PayCreateRequest(token=authorization, product=body.product),
+                      PayCreateReply)
+    return ok(_public(reply))
+
+
+@router.get("/pay/query/{out_trade_no}", summary="An order of the caller's (asks WeChat while it is pending)")
+async def pay_query(res: ResourcesDep, out_trade_no: str, authorization: AuthHeader = "") -> dict[str, Any]:
+    if not _TRADE_NO.match(out_trade_no):
+        raise ApiError(400, "That is not an order number.", success=False)
+    reply = await ask(res, subjects.BILLING_PAY_QUERY,
+                      OrderQueryRequest(token=authorization, out_trade_no=out_trade_no), OrderView)
+    return ok(_public(reply))
+
+
+@router.post("/pay/notify", summary="WeChat Pay's payment notify (v3); answered as WeChat expects",
+             status_code=204, response_class=Response)
+@router.post("/pay/notify/", include_in_schema=False, status_code=204, response_class=Response)
+async def pay_notify(res: ResourcesDep, request: Request) -> Response:
+    """204 when billing accepted it; otherwise 4xx/5xx with ``{"code": "FAIL", "message": ...}``, and WeChat
+    retries."""
+    message = NotifyRequest(headers=dict(request.headers), body=await request.body())
+    try:
+        await ask(res, subjects.BILLING_PAY_NOTIFY, message, NotifyReply)
+    except ApiError as e:
+        return JSONResponse({"code": "FAIL", "message": e.message}, status_code=e.status, headers=e.headers)
+    return Response(status_code=204)

@@ -1,63 +1,62 @@
-"""The billing process: follows ``PE_EVENTS`` with a durable consumer and keeps the ledger."""
+"""The billing process: the ledger follows ``PE_EVENTS``; the micro service answers the edge."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import signal
+from contextlib import AsyncExitStack
 
-import nats.errors
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from bus import connect
 
-from bus import connect, subjects
-from bus.codec import SchemaError
-from bus.schemas import TaskEvent
-
+from .api import BillingApi
+from .endpoints import Endpoints
+from .facts import Facts
+from .follower import follow, wait_for_stream
 from .ledger import Ledger
 from .settings import BillingSettings
+from .wechat import WeChat
 
 log = logging.getLogger(__name__)
 
-CONSUMER = "billing"
-
 
 async def serve(settings: BillingSettings, stop: asyncio.Event) -> None:
-    ledger = await Ledger.open(settings.db_path)
-    try:
-        async with connect(settings.nats, "billing") as nc:
-            js = nc.jetstream()
-            while True:
-                try:
-                    await js.stream_info(subjects.EVENTS_STREAM)
-                    break
-                except nats.js.errors.NotFoundError:
-                    log.info("waiting for the %s stream", subjects.EVENTS_STREAM)
-                    await asyncio.sleep(0.5)
-            sub = await js.pull_subscribe(
-                subjects.TASK_EVENTS_WILDCARD, durable=CONSUMER, stream=subjects.EVENTS_STREAM,
-                config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.ALL, ack_wait=30))
-            log.info("billing following %s", subjects.EVENTS_STREAM)
-            while not stop.is_set():
-                try:
-                    msgs = await sub.fetch(50, timeout=1.0)
-                except (TimeoutError, nats.errors.TimeoutError):
-                    continue
-                for msg in msgs:
-                    try:
-                        event = TaskEvent.decode(msg.data, subject=msg.subject)
-                    except SchemaError as e:
-                        log.error("dropping a malformed event: %s", e)
-                        await msg.term()
-                        continue
-                    await ledger.apply(event, msg.metadata.sequence.stream)
-                    await msg.ack()
-            await sub.unsubscribe()
-    finally:
-        await ledger.close()
+    """Run until ``stop`` is set; then stop taking requests, finish those in flight, drain and close."""
+    async with AsyncExitStack() as stack:
+        ledger = await Ledger.open(settings.db_path)
+        stack.push_async_callback(ledger.close)
+        nc = await stack.enter_async_context(connect(settings.nats, "billing"))
+        js = nc.jetstream()
+        await wait_for_stream(js)
+        wechat = await stack.enter_async_context(WeChat(settings.wechat)) if settings.wechat else None
+        if wechat is None:
+            log.warning("WeChat is not configured (WECHAT_APPID unset): sign-in and payments answer 503")
+        endpoints = Endpoints(nc, BillingApi(settings, ledger, Facts(js, ledger), wechat))
+        following = asyncio.create_task(follow(js, ledger, stop))
+        await endpoints.start()
+        log.info("billing ready")
+        stopping = asyncio.create_task(stop.wait())
+        try:
+            await asyncio.wait({following, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if following.done():
+                following.result()  # the follower died: surface why
+        finally:
+            stop.set()
+            stopping.cancel()
+            await endpoints.stop()
+            await asyncio.gather(following, return_exceptions=True)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    """``billing`` serves; ``billing replay`` rebuilds the ledger from the stream (with billing stopped)."""
     settings = BillingSettings.from_env()
+    if argv and argv[0] == "replay":
+        from .replay import replay
+
+        asyncio.run(replay(settings))
+        return
+    if argv:
+        raise SystemExit(f"unknown billing command {argv[0]!r}; use 'replay' or nothing")
 
     async def run() -> None:
         stop = asyncio.Event()

@@ -69,3 +69,22 @@ def task_event(kind: str) -> str:
 def progress(task_id: str) -> str:
     """Subject on which an enhancer announces the live progress of one task."""
     return f"{PREFIX}.progress.{_token(task_id)}"
+
+
+# --- Billing service (nats.micro) ---------------------------------------------------------
+#: Name under which billing registers with ``nats.micro``; the edge bridges ``/api/wechat/*`` to it.
+BILLING_SERVICE = "billing"
+#: Queue group of billing's request/reply endpoints.
+BILLING_QUEUE = "billing"
+#: Request/reply endpoints of billing, one per bridged route (billing's role may subscribe ``pe.billing.>``).
+BILLING_AUTH_OPENID = f"{PREFIX}.billing.auth.openid"
+BILLING_PAY_CREATE = f"{PREFIX}.billing.pay.create"
+BILLING_PAY_NOTIFY = f"{PREFIX}.billing.pay.notify"
+BILLING_PAY_QUERY = f"{PREFIX}.billing.pay.query"
+#: Billing facts (orders, payments, credits) on ``PE_EVENTS``; only the billing role may publish them.
+BILLING_EVENTS_WILDCARD = f"{PREFIX}.events.billing.>"
+
+
+def billing_event(kind: str) -> str:
+    """Subject of a billing fact, e.g. ``pe.events.billing.order_paid``."""
+    return f"{PREFIX}.events.billing.{_token(kind)}"

@@ -2,6 +2,7 @@
 
     photoenhance up                      everything on embedded defaults (NATS, S3, edge, enhancer, billing)
     photoenhance edge|enhancer|billing   one service, configured by the environment
+    photoenhance billing replay          rebuild billing's ledger from the event stream
     photoenhance enhance FILE... --out DIR   enhance photos through a running service
     photoenhance servers [--watch]       the enhancers on the bus (admin token)
     photoenhance models fetch            download official model weights (SHA-256 checked)
@@ -27,14 +28,17 @@ def _up(args: argparse.Namespace) -> int:
     return run_all(port=args.port, data_dir=Path(args.data_dir), host=args.host)
 
 
-def _service(name: str) -> int:
+def _service(name: str, args: argparse.Namespace) -> int:
     _logging()
     if name == "edge":
         from edge import main
     elif name == "enhancer":
         from enhancer import main
     else:
-        from billing import main
+        from billing import main as billing_main
+
+        billing_main([args.action] if getattr(args, "action", "serve") == "replay" else [])
+        return 0
     main()
     return 0
 
@@ -86,7 +90,10 @@ def parser() -> argparse.ArgumentParser:
     for name, text in (("edge", "the HTTP edge"), ("enhancer", "an enhancer worker"),
                        ("billing", "the billing service")):
         s = sub.add_parser(name, help=f"run {text} (configured by the environment; see README)")
-        s.set_defaults(func=lambda _a, n=name: _service(n))
+        if name == "billing":
+            s.add_argument("action", nargs="?", choices=("serve", "replay"), default="serve",
+                           help="replay: rebuild the ledger from the first event on the stream (billing stopped)")
+        s.set_defaults(func=lambda a, n=name: _service(n, a))
 
     en = sub.add_parser("enhance", help="enhance photos through a running service")
     en.add_argument("files", nargs="+", help="photos to enhance")

@@ -1,0 +1,87 @@
+"""Billing's ``nats.micro`` service: one endpoint per bridged route, in the ``billing`` queue group.
+
+``nats.micro`` runs an endpoint's handler inline, one request at a time per process; a sign-in or
+a prepay waits on WeChat for up to seconds, so each request runs in its own task instead (tracked,
+and awaited on shutdown). Refusals are micro service errors whose code is the HTTP status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from nats.aio.client import Client
+from nats.micro import add_service
+from nats.micro.request import Request
+from nats.micro.service import Service
+
+from bus import __version__, subjects
+from bus.billing import NotifyRequest, OpenidRequest, OrderQueryRequest, PayCreateRequest
+from bus.codec import SchemaError
+from bus.schemas import Message
+
+from .api import BillingApi, describe_error
+from .errors import BillingError, NotifyRejected
+
+log = logging.getLogger(__name__)
+
+#: A ``BillingApi`` method: a request message in, a reply message out (or ``BillingError``).
+Method = Callable[[Any], Awaitable[Message]]
+
+
+class Endpoints:
+    """Starts the micro service; ``stop()`` stops taking requests and waits for those in flight."""
+
+    def __init__(self, nc: Client, api: BillingApi) -> None:
+        self.nc = nc
+        self.api = api
+        self.service: Service | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        self.service = await add_service(
+            self.nc, name=subjects.BILLING_SERVICE, version=__version__, queue_group=subjects.BILLING_QUEUE,
+            description="PhotoEnhanceAI billing: WeChat sign-in and payments, credits ledger")
+        routes: list[tuple[str, str, type[Message], Method]] = [
+            ("auth_openid", subjects.BILLING_AUTH_OPENID, OpenidRequest, self.api.sign_in),
+            ("pay_create", subjects.BILLING_PAY_CREATE, PayCreateRequest, self.api.create),
+            ("pay_notify", subjects.BILLING_PAY_NOTIFY, NotifyRequest, self.api.notify),
+            ("pay_query", subjects.BILLING_PAY_QUERY, OrderQueryRequest, self.api.query),
+        ]
+        for name, subject, request_type, method in routes:
+            await self.service.add_endpoint(name=name, subject=subject, handler=self._spawn(request_type, method))
+
+    async def stop(self) -> None:
+        if self.service is not None:
+            await self.service.stop()
+            self.service = None
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _spawn(self, request_type: type[Message],
+               method: Method) -> Callable[[Request], Awaitable[None]]:
+        async def handler(req: Request) -> None:
+            task = asyncio.create_task(self._answer(req, request_type, method))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+        return handler
+
+    async def _answer(self, req: Request, request_type: type[Message],
+                      method: Method) -> None:
+        try:
+            try:
+                message = request_type.decode(req.data, subject=req.subject)
+            except SchemaError as e:
+                raise BillingError(400, f"Malformed request: {e}") from e
+            reply = await method(message)
+            await req.respond(reply.encode(), headers={subjects.TYPE_HEADER: reply.TYPE})
+        except BillingError as e:
+            if e.status >= 500 or isinstance(e, NotifyRejected):  # a forged notify is worth an operator's look
+                log.warning("%s: %s (%s)", req.subject, e.message, e.status)
+            await req.respond_error(str(e.status), describe_error(e))
+        except Exception:
+            log.exception("%s failed", req.subject)
+            await req.respond_error("500", "Billing failed unexpectedly; the details are in its log.")

@@ -1,0 +1,184 @@
+"""Billing messages: the edge's requests to billing and billing's replies (request/reply), and the
+billing facts on ``PE_EVENTS`` from which the ledger is projected.
+
+Amounts are integer fen everywhere. Failures do not travel as reply messages: billing answers them
+as ``nats.micro`` service errors (``Nats-Service-Error-Code`` = the HTTP status the edge answers).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from . import subjects
+from .schemas import Message
+
+# --- Order statuses ------------------------------------------------------------------------
+PENDING, PAID, CLOSED, REFUNDED = "PENDING", "PAID", "CLOSED", "REFUNDED"
+ORDER_STATUSES = (PENDING, PAID, CLOSED, REFUNDED)
+
+
+# --- Requests and replies (edge <-> billing) -----------------------------------------------
+@dataclass(frozen=True)
+class OpenidRequest(Message):
+    """``POST /api/wechat/auth/openid``: a ``wx.login`` code to exchange for our session."""
+
+    TYPE: ClassVar[str] = "pe.v1.billing.openid_request"
+
+    code: str
+
+
+@dataclass(frozen=True)
+class SessionReply(Message):
+    """The caller's openid and a signed, expiring session token of ours (never WeChat's session_key)."""
+
+    TYPE: ClassVar[str] = "pe.v1.billing.session"
+
+    openid: str
+    token: str
+    expires_at: float
+
+
+@dataclass(frozen=True)
+class PayCreateRequest(Message):
+    """``POST /api/wechat/pay/create``: the client names a product, never an amount."""
+
+    TYPE: ClassVar[str] = "pe.v1.billing.pay_create"
+
+    token: str
+    product: str
+
+
+@dataclass(frozen=True)
+class PayCreateReply(Message):
+    """The order and the parameters ``wx.requestPayment`` takes (``signType: RSA``)."""
+
+    TYPE: ClassVar[str] = "pe.v1.billing.pay_created"
+
+    out_trade_no: str
+    product: str
+    amount: int
+    pay_params: dict[str, str]
+
+
+@dataclass(frozen=True)
+class NotifyRequest(Message):
+    """A WeChat Pay notify exactly as the edge received it: billing verifies the signature itself."""
+
+    TYPE: ClassVar[str] = "pe.v1.billing.notify"
+
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass(frozen=True)
+class NotifyReply(Message):
+    """The notify was accepted (the edge answers WeChat 204); rejections are service errors."""
+
+    TYPE: ClassVar[str] = "pe.v1.billing.notify_accepted"
+
+    out_trade_no: str
+    status: str
+
+
+@dataclass(frozen=True)
+class OrderQueryRequest(Message):
+    """``GET /api/wechat/pay/query/{out_trade_no}``: only the order's owner may ask."""
+
+    TYPE: ClassVar[str] = "pe.v1.billing.order_query"
+
+    token: str
+    out_trade_no: str
+
+
+@dataclass(frozen=True)
+class OrderView(Message):
+    """An order as its owner sees it."""
+
+    TYPE: ClassVar[str] = "pe.v1.billing.order"
+
+    out_trade_no: str
+    product: str
+    amount: int
+    status: str
+    created_at: float
+    paid_at: float | None = None
+    transaction_id: str | None = None
+
+
+# --- Facts (PE_EVENTS) ---------------------------------------------------------------------
+@dataclass(frozen=True)
+class BillingFact(Message):
+    """Base of billing facts: each has a subject and a de-duplication id (``Nats-Msg-Id``), so a
+    fact published twice, by a retry or by concurrent duplicate notifies, is stored once."""
+
+    KIND: ClassVar[str] = ""
+
+    @property
+    def subject(self) -> str:
+        return subjects.billing_event(self.KIND)
+
+    @property
+    def dedup_id(self) -> str:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class OrderCreated(BillingFact):
+    """An order exists (before WeChat is asked for a prepay id), so no paid order is ever unknown."""
+
+    TYPE: ClassVar[str] = "pe.v1.billing.order_created"
+    KIND: ClassVar[str] = "order_created"
+
+    out_trade_no: str
+    openid: str
+    product: str
+    amount: int
+    at: float
+    #: What was sold, fixed at the order (a later price list does not change it).
+    credits: int = 0
+    unlimited_days: int = 0
+
+    @property
+    def dedup_id(self) -> str:
+        return f"{self.KIND}:{self.out_trade_no}"
+
+
+@dataclass(frozen=True)
+class OrderPaid(BillingFact):
+    """WeChat confirmed the payment (verified notify or query); ``at`` is WeChat's success time."""
+
+    TYPE: ClassVar[str] = "pe.v1.billing.order_paid"
+    KIND: ClassVar[str] = "order_paid"
+
+    out_trade_no: str
+    openid: str
+    amount: int
+    transaction_id: str
+    at: float
+
+    @property
+    def dedup_id(self) -> str:
+        return f"{self.KIND}:{self.out_trade_no}"
+
+
+@dataclass(frozen=True)
+class CreditsGranted(BillingFact):
+    """Uses granted for a paid order: ``credits`` uses, and/or ``unlimited_days`` of unlimited use from ``at``."""
+
+    TYPE: ClassVar[str] = "pe.v1.billing.credits_granted"
+    KIND: ClassVar[str] = "credits_granted"
+
+    openid: str
+    out_trade_no: str
+    credits: int
+    at: float
+    unlimited_days: int = 0
+    reason: str = "purchase"
+
+    @property
+    def dedup_id(self) -> str:
+        return f"{self.KIND}:{self.out_trade_no}"
+
+
+FACTS: dict[str, type[BillingFact]] = {cls.TYPE: cls for cls in (OrderCreated, OrderPaid, CreditsGranted)}

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 from contextlib import AsyncExitStack
 
 from bus import connect
+from bus.runtime import run_until_signal
 
 from .api import BillingApi
 from .endpoints import Endpoints
@@ -58,11 +58,4 @@ def main(argv: list[str] | None = None) -> None:
     if argv:
         raise SystemExit(f"unknown billing command {argv[0]!r}; use 'replay' or nothing")
 
-    async def run() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await serve(settings, stop)
-
-    asyncio.run(run())
+    run_until_signal(lambda stop: serve(settings, stop))

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -18,6 +17,7 @@ from nats.micro.request import Request
 from nats.micro.service import EndpointStats
 
 from bus import __version__, connect, subjects, wait_for_resources
+from bus.runtime import run_until_signal
 from bus.schemas import EnhancerDescription
 from bus.storage import ObjectStore
 from bus.tasks import TaskStore
@@ -82,11 +82,4 @@ def main() -> None:
     """Entry point of ``photoenhance enhancer``: SIGTERM/SIGINT drain and exit."""
     settings = EnhancerSettings.from_env()
 
-    async def run() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await serve(settings, stop)
-
-    asyncio.run(run())
+    run_until_signal(lambda stop: serve(settings, stop))

@@ -5,11 +5,34 @@ from __future__ import annotations
 import io
 
 import numpy as np
+from nats.aio.client import Client
+from nats.js.api import ConsumerConfig, DeliverPolicy
 from PIL import Image
 
+from bus import subjects
+from bus.schemas import TaskEvent
 from photoenhance.stack import ROOT, ServiceProcess, Stack, wait_until
 
-__all__ = ["ROOT", "ServiceProcess", "Stack", "encode", "photo", "sharpness", "wait_until"]
+__all__ = ["ROOT", "ServiceProcess", "Stack", "completed_facts", "encode", "photo", "sharpness", "wait_until"]
+
+
+async def completed_facts(admin_nc: Client) -> dict[str, int]:
+    """How many 'completed' facts billing would see, per task, reading PE_EVENTS from the start."""
+    js = admin_nc.jetstream()
+    sub = await js.subscribe(subjects.task_event("completed"), stream=subjects.EVENTS_STREAM,
+                             config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL), ordered_consumer=True)
+    counts: dict[str, int] = {}
+    try:
+        while True:
+            try:
+                msg = await sub.next_msg(timeout=1)
+            except TimeoutError:
+                break
+            task_id = TaskEvent.decode(msg.data).task_id
+            counts[task_id] = counts.get(task_id, 0) + 1
+    finally:
+        await sub.unsubscribe()
+    return counts
 
 
 # --- real photos -------------------------------------------------------------------------------

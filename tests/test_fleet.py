@@ -14,14 +14,11 @@ from pathlib import Path
 import httpx
 import pytest
 from nats.aio.client import Client
-from nats.js.api import ConsumerConfig, DeliverPolicy
 
-from bus import subjects
-from bus.schemas import TaskEvent
 from photoenhance.servers import EmbeddedNats
 
 from .conftest import ADMIN_TOKEN, TEST_ENV
-from .support import ROOT, Stack, encode, photo, wait_until
+from .support import ROOT, Stack, completed_facts, encode, photo, wait_until
 from .test_enhance_e2e import finish, submit
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -130,24 +127,6 @@ def test_back_pressure_429_when_every_worker_is_busy(stack: Stack, tmp_path: Pat
             small.stop()
 
 
-async def _completed_counts(admin_nc: Client) -> dict[str, int]:
-    js = admin_nc.jetstream()
-    sub = await js.subscribe(subjects.task_event("completed"), stream=subjects.EVENTS_STREAM,
-                             config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL), ordered_consumer=True)
-    counts: dict[str, int] = {}
-    try:
-        while True:
-            try:
-                msg = await sub.next_msg(timeout=1)
-            except Exception:
-                break
-            task_id = TaskEvent.decode(msg.data).task_id
-            counts[task_id] = counts.get(task_id, 0) + 1
-    finally:
-        await sub.unsubscribe()
-    return counts
-
-
 @pytest.mark.timeout(600)
 async def test_fifty_jobs_finish_exactly_once_with_a_worker_killed_and_restarted(
         stack: Stack, admin_nc: Client) -> None:
@@ -177,7 +156,7 @@ async def test_fifty_jobs_finish_exactly_once_with_a_worker_killed_and_restarted
             assert "failed" not in states, states
             assert time.monotonic() < deadline, states
             await asyncio.sleep(0.3)
-    counts = await _completed_counts(admin_nc)
+    counts = await completed_facts(admin_nc)
     assert all(counts.get(t) == 1 for t in ids), {t: counts.get(t) for t in ids if counts.get(t) != 1}
     restarted.stop()
     stack.enhancers.remove(restarted)

@@ -8,12 +8,11 @@ import signal
 
 import httpx
 from nats.aio.client import Client
-from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from bus import subjects
 from bus.schemas import TaskEvent
 
-from .support import Stack, encode, photo, wait_until
+from .support import Stack, completed_facts, encode, photo, wait_until
 from .test_enhance_e2e import finish, submit
 
 #: x4plus on 9 tiles: long enough on 2 CPU cores to act in the middle of it.
@@ -27,25 +26,6 @@ def slow_photo() -> bytes:
 def wait_processing(http: httpx.Client, task_id: str) -> None:
     wait_until(lambda: http.get(f"/api/v1/status/{task_id}").json()["status"] == "processing", 60,
                f"task {task_id} to be processing")
-
-
-async def completed_events(admin_nc: Client, task_id: str) -> int:
-    """How many 'completed' facts billing would see for this task."""
-    js = admin_nc.jetstream()
-    sub = await js.subscribe(subjects.task_event("completed"), stream=subjects.EVENTS_STREAM,
-                             config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL), ordered_consumer=True)
-    count = 0
-    try:
-        while True:
-            try:
-                msg = await sub.next_msg(timeout=1)
-            except Exception:
-                break
-            if TaskEvent.decode(msg.data).task_id == task_id:
-                count += 1
-    finally:
-        await sub.unsubscribe()
-    return count
 
 
 def test_edge_restarted_mid_task(stack: Stack, http: httpx.Client) -> None:
@@ -92,8 +72,8 @@ async def test_sigterm_drains_and_sigkill_is_recovered(stack: Stack, admin_nc: C
         status = await asyncio.to_thread(finish, httpx.Client(base_url=stack.url, timeout=30), lost)
         assert status["status"] == "completed", status
         assert status["attempts"] == 2
-        assert await completed_events(admin_nc, lost) == 1
-        assert await completed_events(admin_nc, held) == 1
+        facts = await completed_facts(admin_nc)
+        assert facts[lost] == 1 and facts[held] == 1
 
 
 async def test_poison_job_does_not_kill_the_worker(stack: Stack, admin_nc: Client) -> None:

@@ -15,6 +15,7 @@ import httpx
 import pytest
 from nats.aio.client import Client
 
+from bus import subjects
 from photoenhance.servers import EmbeddedNats
 
 from .conftest import ADMIN_TOKEN, TEST_ENV
@@ -160,3 +161,17 @@ async def test_fifty_jobs_finish_exactly_once_with_a_worker_killed_and_restarted
     assert all(counts.get(t) == 1 for t in ids), {t: counts.get(t) for t in ids if counts.get(t) != 1}
     restarted.stop()
     stack.enhancers.remove(restarted)
+
+
+async def test_malformed_heartbeats_are_ignored(stack: Stack, admin_nc: Client) -> None:
+    """Garbage in the presence bucket is logged and skipped; the registry keeps serving."""
+    kv = await admin_nc.jetstream().key_value(subjects.ENHANCERS_BUCKET)
+    await kv.put("garbage-1", b"\xc1\xc1 not msgpack")
+    await kv.put("garbage-2", b'{"type": "pe.v1.enhancer_presence", "worker_id": 5}')
+    async with httpx.AsyncClient(base_url=stack.url, headers=ADMIN, timeout=10) as http:
+        r = await http.get("/api/v1/servers")
+        assert r.status_code == 200
+        ids = {s["server_id"] for s in r.json()["servers"]}
+        assert "enhancer-1" in ids and not ids & {"garbage-1", "garbage-2"}
+    await kv.delete("garbage-1")
+    await kv.delete("garbage-2")

@@ -1,0 +1,78 @@
+"""Faults in the infrastructure: NATS restarted mid-run, S3 unreachable for a while. Every accepted
+task completes or is reported failed with a reason; the services recover on their own."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from photoenhance.servers import EmbeddedNats, EmbeddedS3
+
+from .conftest import TEST_ENV
+from .support import Stack, encode, photo, wait_until
+from .test_enhance_e2e import finish, submit
+
+
+@pytest.fixture
+def own_stack(tmp_path: Path, model_dir: Path) -> Iterator[Stack]:
+    """A stack with servers of its own, so that breaking them disturbs no other test."""
+    with EmbeddedNats(tmp_path / "nats") as nats_server, EmbeddedS3(tmp_path / "s3") as s3:
+        stack = Stack(nats=nats_server, s3=s3, root=tmp_path, model_dir=model_dir, extra_env=dict(TEST_ENV))
+        stack.start_edge()
+        stack.start_enhancer("fault-worker")
+        try:
+            yield stack
+        finally:
+            stack.stop()
+
+
+def tiny(i: int) -> bytes:
+    return encode(photo("chelsea", size=(20 + i, 16)))
+
+
+@pytest.mark.timeout(600)
+def test_nats_restarted_mid_run(own_stack: Stack) -> None:
+    with httpx.Client(base_url=own_stack.url, timeout=30) as http:
+        ids = [submit(http, tiny(i), f"{i}.jpg", scale="2", quality_level="fast") for i in range(8)]
+        own_stack.nats.stop()  # SIGTERM; JetStream's file store keeps the queue and the task records
+        own_stack.nats.start()  # same ports, same data, same credentials
+        for task_id in ids:
+            assert finish(http, task_id, timeout=180)["status"] == "completed", task_id
+        # The services reconnected by themselves: a new task goes through end to end.
+        late = submit(http, tiny(9), "late.jpg", scale="2", quality_level="fast")
+        assert finish(http, late)["status"] == "completed"
+    assert own_stack.edge is not None and own_stack.edge.alive and own_stack.enhancers[0].alive
+
+
+@pytest.mark.timeout(600)
+def test_storage_unreachable_for_a_while(own_stack: Stack) -> None:
+    with httpx.Client(base_url=own_stack.url, timeout=30) as http:
+        slow = encode(photo("coffee", size=(64, 64)))
+        busy = submit(http, slow, "busy.jpg", tile_size="32")  # keeps the worker busy while S3 goes away
+        waiting = [submit(http, tiny(i), f"w{i}.jpg", scale="2", quality_level="fast") for i in range(3)]
+        wait_until(lambda: http.get(f"/api/v1/status/{busy}").json()["status"] == "processing", 60, "busy")
+        own_stack.s3.stop()
+        try:
+            # Uploads are refused clearly while storage is away, not accepted into a void.
+            r = http.post("/api/v1/enhance", files={"file": ("x.jpg", tiny(1), "image/jpeg")})
+            assert r.status_code == 503 and "Storage is unavailable" in r.json()["error"]
+            assert r.headers["retry-after"]
+            health = http.get("/api/v1/health")
+            assert health.status_code == 503 and health.json()["storage"]["reachable"] is False
+            # The worker finishes the model run, cannot store the result, and says it will retry.
+            retrying = wait_until(lambda: (b := http.get(f"/api/v1/status/{busy}").json())["status"] == "queued"
+                                  and "Retrying" in b["message"] and b, 120, "the worker to hit the outage")
+            assert "storage" in retrying["message"].lower()
+        finally:
+            own_stack.s3.start()  # same ports and data
+        # Nothing accepted is lost: each task completes, or fails with a reason a person can read.
+        for task_id in [busy, *waiting]:
+            status = finish(http, task_id, timeout=240)
+            assert status["status"] == "completed" or "storage" in (status["error"] or "").lower(), status
+        assert http.get(f"/api/v1/status/{busy}").json()["attempts"] >= 2
+        assert http.get("/api/v1/health").json()["storage"]["reachable"] is True
+        again = submit(http, tiny(5), "again.jpg", scale="2", quality_level="fast")
+        assert finish(http, again)["status"] == "completed"

@@ -16,6 +16,7 @@ from bus import __version__
 
 from . import errors
 from .limits import BodyLimitMiddleware
+from .ratelimit import Limit, RateLimitMiddleware, Rule
 from .resources import open_resources
 from .routes import enhance, presigned, servers, system, tasks, wechat
 from .settings import EdgeSettings
@@ -48,6 +49,12 @@ def create_app(settings: EdgeSettings) -> FastAPI:
                   description="Upload a photo, get it back larger and sharper (Real-ESRGAN, GFPGAN).")
     errors.install(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(RateLimitMiddleware, rules=[
+        Rule("enhance", ("/api/v1/enhance", "/api/v1/single-process-uploaded-image", "/api/v1/upload/presigned-url"),
+             Limit.parse("RATE_LIMIT_ENHANCE", settings.rate_enhance)),
+        Rule("account", ("/api/wechat/auth/openid", "/api/wechat/pay/create"),
+             Limit.parse("RATE_LIMIT_ACCOUNT", settings.rate_account)),
+    ])
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_credentials=True,
                            allow_methods=["GET", "POST"], allow_headers=["Authorization", "Content-Type"])

@@ -44,6 +44,10 @@ class EdgeSettings:
     missed_beats: int = 3
     #: Seconds of silence after which the registry forgets an enhancer.
     forget_after: float = 300.0
+    #: Per client (address, and session when signed in): enhancement requests, "requests/seconds".
+    rate_enhance: str = "30/60"
+    #: Per client: sign-in and payment requests.
+    rate_account: str = "10/60"
 
     def __post_init__(self) -> None:
         if not 1 <= self.port <= 65535:
@@ -71,4 +75,6 @@ class EdgeSettings:
             web_dir=Path(env("WEB_DIR", str(WEB_DIR)) or WEB_DIR),
             missed_beats=env_int("REGISTRY_MISSED_BEATS", 3),
             forget_after=env_float("REGISTRY_FORGET_AFTER", 300.0),
+            rate_enhance=env("RATE_LIMIT_ENHANCE", "30/60") or "30/60",
+            rate_account=env("RATE_LIMIT_ACCOUNT", "10/60") or "10/60",
         )

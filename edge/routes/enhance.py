@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, Query, UploadFile
+from fastapi import APIRouter, File, Form, Header, Query, UploadFile
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile as ReceivedFile
 
@@ -15,6 +15,7 @@ from .. import dispatch, options
 from ..deps import ResourcesDep
 from ..errors import ApiError
 from ..images import inspect
+from .wechat import release_use, reserve_use
 
 router = APIRouter(prefix="/api/v1", tags=["enhance"])
 
@@ -33,6 +34,7 @@ async def enhance(
     q_quality_level: Annotated[OptionalStr, Query(alias="quality_level")] = None,
     q_scale: Annotated[OptionalStr, Query(alias="scale")] = None,
     q_face_enhance: Annotated[OptionalStr, Query(alias="face_enhance")] = None,
+    authorization: Annotated[OptionalStr, Header(description="Bearer <mini-program session>: uses its credits")] = None,
 ) -> dict[str, Any]:
     settings = res.settings
     opts = options.parse(
@@ -54,14 +56,19 @@ async def enhance(
 
     name = display_name(file.filename or f"image.{info.format.lower()}")
     task_id = new_task_id()
+    owner = await reserve_use(res, authorization, task_id)
     key = input_key(task_id, name)
     try:
-        await res.store.put_stream(key, file.file, size, info.content_type)
-    except StorageError as e:
-        raise ApiError(503, "Storage is unavailable right now; please try again in a moment.",
-                       headers={"Retry-After": "10"}) from e
-    state = await dispatch.submit(res, task_id=task_id, input_key=key, input_name=name, input_size=size,
-                                  width=info.width, height=info.height, options=opts)
+        try:
+            await res.store.put_stream(key, file.file, size, info.content_type)
+        except StorageError as e:
+            raise ApiError(503, "Storage is unavailable right now; please try again in a moment.",
+                           headers={"Retry-After": "10"}) from e
+        state = await dispatch.submit(res, task_id=task_id, input_key=key, input_name=name, input_size=size,
+                                      width=info.width, height=info.height, options=opts, owner=owner)
+    except BaseException as e:
+        await release_use(res, owner, task_id, f"not queued: {e}")
+        raise
     return {"task_id": state.task_id, "status": state.status, "message": state.message,
             "created_at": state.created_at}
 

@@ -13,9 +13,9 @@ import re
 import secrets
 import time
 from datetime import timedelta
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Header
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
@@ -29,6 +29,7 @@ from ..deps import ResourcesDep
 from ..errors import ApiError
 from ..images import inspect
 from ..views import download_path
+from .wechat import release_use, reserve_use
 
 router = APIRouter(prefix="/api/v1", tags=["presigned upload"])
 
@@ -68,7 +69,10 @@ async def presigned_url(res: ResourcesDep, body: PresignRequest | None = None) -
 
 
 @router.post("/single-process-uploaded-image", summary="Enhance a photo uploaded with a presigned URL; waits")
-async def process_uploaded(res: ResourcesDep, body: ProcessRequest) -> JSONResponse:
+async def process_uploaded(
+    res: ResourcesDep, body: ProcessRequest,
+    authorization: Annotated[str | None, Header(description="Bearer <mini-program session>: uses its credits")] = None,
+) -> JSONResponse:
     started = time.perf_counter()
     key = body.file_key or body.cos_key
     if not key:
@@ -95,8 +99,13 @@ async def process_uploaded(res: ResourcesDep, body: ProcessRequest) -> JSONRespo
     await dispatch.require_enhancer(res)
     await dispatch.require_room(res)
     task_id = new_task_id()
-    await dispatch.submit(res, task_id=task_id, input_key=key, input_name=key.rsplit("/", 1)[-1],
-                          input_size=len(data), width=info.width, height=info.height, options=opts)
+    owner = await reserve_use(res, authorization, task_id)
+    try:
+        await dispatch.submit(res, task_id=task_id, input_key=key, input_name=key.rsplit("/", 1)[-1],
+                              input_size=len(data), width=info.width, height=info.height, options=opts, owner=owner)
+    except BaseException as e:
+        await release_use(res, owner, task_id, f"not queued: {e}")
+        raise
     final = await dispatch.wait_final(res, task_id, settings.sync_timeout)
     if final is None:
         return JSONResponse(status_code=202, content={

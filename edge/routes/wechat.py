@@ -8,31 +8,44 @@ bus, NATS says so in about a millisecond and the edge answers 503 at once.
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Annotated, Any, TypeVar
 
 import nats.errors
-from fastapi import APIRouter, Header, Request, Response
+from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 from nats.micro.request import ERROR_CODE_HEADER, ERROR_HEADER
 from pydantic import BaseModel, Field
 
 from bus import subjects
 from bus.billing import (
+    AccountView,
     NotifyReply,
     NotifyRequest,
     OpenidRequest,
     OrderQueryRequest,
+    OrdersReply,
     OrderView,
     PayCreateReply,
     PayCreateRequest,
     SessionReply,
+    SessionRequest,
+    StatsReply,
+    StatsRequest,
+    UseReleaseRequest,
+    UseReply,
+    UseRequest,
 )
 from bus.codec import SchemaError
 from bus.schemas import Message
 
+from ..auth import AdminDep
 from ..deps import ResourcesDep
 from ..errors import ApiError
+from ..resources import Resources
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/api/wechat", tags=["wechat"])
 
@@ -52,7 +65,7 @@ class PayCreate(BaseModel):
     product: str = Field(min_length=1, max_length=32, description="A product id, e.g. basic, premium, unlimited")
 
 
-async def ask(res: ResourcesDep, subject: str, message: Message, reply_type: type[Reply]) -> Reply:
+async def ask(res: Resources, subject: str, message: Message, reply_type: type[Reply]) -> Reply:
     """One request to billing; its refusals become ``ApiError`` with billing's status and sentence."""
     try:
         msg = await res.nc.request(subject, message.encode(), timeout=BILLING_TIMEOUT,
@@ -118,3 +131,53 @@ async def pay_notify(res: ResourcesDep, request: Request) -> Response:
     except ApiError as e:
         return JSONResponse({"code": "FAIL", "message": e.message}, status_code=e.status, headers=e.headers)
     return Response(status_code=204)
+
+
+@router.get("/account", summary="The caller's remaining uses, free uses left today, and history")
+async def account(res: ResourcesDep, authorization: AuthHeader = "") -> dict[str, Any]:
+    reply = await ask(res, subjects.BILLING_ACCOUNT, SessionRequest(token=authorization), AccountView)
+    return ok(_public(reply))
+
+
+@router.get("/pay/orders", summary="The caller's orders, newest first")
+async def pay_orders(res: ResourcesDep, authorization: AuthHeader = "") -> dict[str, Any]:
+    reply = await ask(res, subjects.BILLING_PAY_ORDERS, SessionRequest(token=authorization), OrdersReply)
+    return ok(_public(reply))
+
+
+@router.get("/pay/stats", summary="Orders by status and paid amounts by day (admin token)")
+async def pay_stats(res: ResourcesDep, _: AdminDep,
+                    days: Annotated[int, Query(ge=1, le=366, description="Days of payments to sum")] = 30
+                    ) -> dict[str, Any]:
+    reply = await ask(res, subjects.BILLING_PAY_STATS, StatsRequest(days=days), StatsReply)
+    return ok(_public(reply))
+
+
+# --- credits, used by the enhance routes ----------------------------------------------------------
+async def reserve_use(res: Resources, authorization: str | None, task_id: str) -> str | None:
+    """For a mini-program session, hold one use for ``task_id`` and return the user's openid.
+
+    Without an ``Authorization`` header the request is anonymous web use: ``None``, nothing held.
+    Billing decides (401 bad session, 402 nothing left); the edge only forwards the token."""
+    if not authorization:
+        return None
+    try:
+        reply = await ask(res, subjects.BILLING_USE_RESERVE, UseRequest(token=authorization, task_id=task_id),
+                          UseReply)
+    except ApiError as e:
+        if e.status in (503, 504):  # billing away: say what cannot be done, not "payments"
+            raise ApiError(503, "Your remaining uses cannot be checked right now; please try again in a moment.",
+                           headers={"Retry-After": "10"}, success=False) from e
+        raise
+    return reply.openid
+
+
+async def release_use(res: Resources, openid: str | None, task_id: str, reason: str) -> None:
+    """Give back a use whose task was never queued; on failure the use stays held until its hold expires."""
+    if openid is None:
+        return
+    try:
+        await ask(res, subjects.BILLING_USE_RELEASE, UseReleaseRequest(openid=openid, task_id=task_id, reason=reason),
+                  UseReply)
+    except ApiError as e:
+        log.warning("task %s: could not release its reserved use: %s", task_id, e.message)

@@ -18,6 +18,9 @@ from ..conftest import TEST_ENV
 from ..support import ServiceProcess, Stack, wait_until
 from .wechat_standin import WeChatStandIn
 
+#: Free enhancements a day in these tests (the default is 3): one, so the quota runs out quickly.
+FREE_DAILY = 1
+
 
 @dataclass
 class BillingStack:
@@ -62,15 +65,17 @@ def wechat() -> Iterator[WeChatStandIn]:
 
 
 @pytest.fixture(scope="session")
-def billing_stack(nats_server: EmbeddedNats, s3_server: EmbeddedS3, wechat: WeChatStandIn,
+def billing_stack(nats_server: EmbeddedNats, s3_server: EmbeddedS3, wechat: WeChatStandIn, model_dir: Path,
                   tmp_path_factory: pytest.TempPathFactory) -> Iterator[BillingStack]:
     root = tmp_path_factory.mktemp("billing")
-    stack = Stack(nats=nats_server, s3=s3_server, root=root, model_dir=root / "models", extra_env=dict(TEST_ENV))
+    # The session's model directory: Real-ESRGAN's converted weights are cached there once.
+    stack = Stack(nats=nats_server, s3=s3_server, root=root, model_dir=model_dir, extra_env=dict(TEST_ENV))
     db_path = root / "billing.sqlite3"
     billing: ServiceProcess | None = None
     try:
         stack.start_edge()
         env = stack.env("billing", BILLING_DB=str(db_path), BILLING_SESSION_SECRET=secrets.token_hex(24),
+                        BILLING_FREE_DAILY=str(FREE_DAILY),
                         **wechat.billing_env(root / "secrets", f"{stack.url}/api/wechat/pay/notify"))
         billing = ServiceProcess("billing", env, root / "logs" / "billing.log").start()
         bs = BillingStack(stack=stack, billing=billing, db_path=db_path)
@@ -80,3 +85,9 @@ def billing_stack(nats_server: EmbeddedNats, s3_server: EmbeddedS3, wechat: WeCh
         if billing is not None:
             billing.stop()
         stack.stop()
+
+
+@pytest.fixture(scope="session")
+def billing_enhancer(billing_stack: BillingStack) -> ServiceProcess:
+    """One enhancer on the billing stack's bus (without GFPGAN weights, like CI), started when a test needs it."""
+    return billing_stack.stack.start_enhancer("billing-enhancer")

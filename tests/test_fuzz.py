@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 from .conftest import ADMIN_TOKEN
-from .support import ROOT, Stack
+from .support import Stack
 
 
-def test_api_fuzzed_from_openapi_gives_no_server_error(stack: Stack) -> None:
+def test_api_fuzzed_from_openapi_gives_no_server_error(stack: Stack, tmp_path: Path) -> None:
     # /api/wechat/* is excluded: this stack runs no billing, so those routes rightly answer 503
     # (tests/billing fuzz-free tests cover them with billing running).
     done = subprocess.run(
@@ -17,6 +18,6 @@ def test_api_fuzzed_from_openapi_gives_no_server_error(stack: Stack) -> None:
          "--checks", "not_a_server_error", "--max-examples", "25", "--workers", "1", "--seed", "7",
          "--request-timeout", "30", "--exclude-path-regex", "^/api/wechat", "--phases", "examples,fuzzing",
          "--header", f"Authorization: Bearer {ADMIN_TOKEN}"],
-        cwd=ROOT, capture_output=True, text=True, timeout=600)
+        cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
     assert " 0 passed" not in done.stdout and "passed" in done.stdout  # cases really ran

@@ -8,6 +8,7 @@ services first — the enhancer finishes the job it holds — then the servers.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import signal
@@ -34,7 +35,8 @@ def _service_env(nats: EmbeddedNats | None, s3: EmbeddedS3 | None, role: str, da
     return env
 
 
-def _wait_http(url: str, procs: dict[str, subprocess.Popen[bytes]], timeout: float = 120) -> None:
+def _wait_healthy(url: str, procs: dict[str, subprocess.Popen[bytes]], timeout: float = 300) -> None:
+    """Until the edge reports every part healthy, an enhancer included (loading torch takes a while)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for name, proc in procs.items():
@@ -42,12 +44,12 @@ def _wait_http(url: str, procs: dict[str, subprocess.Popen[bytes]], timeout: flo
                 raise ServerError(f"{name} exited with code {proc.returncode} while starting")
         try:
             with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status < 500:
+                if json.load(r).get("status") == "healthy":
                     return
-        except OSError:
+        except (OSError, ValueError):
             pass
         time.sleep(0.3)
-    raise ServerError(f"the edge did not answer {url} within {timeout:.0f}s")
+    raise ServerError(f"the service was not healthy at {url} within {timeout:.0f}s")
 
 
 def _stop(procs: dict[str, subprocess.Popen[bytes]], timeout: float = 60) -> None:
@@ -101,7 +103,8 @@ def run_all(*, port: int, data_dir: Path, host: str = "127.0.0.1") -> int:
                     env |= {"EDGE_PORT": str(port), "EDGE_HOST": host, "ADMIN_TOKEN": token}
                 procs[name] = subprocess.Popen([sys.executable, "-m", "photoenhance", name], env=env)
             url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
-            _wait_http(f"{url}/api/v1/health", procs)
+            print("starting the edge, an enhancer and billing…", flush=True)
+            _wait_healthy(f"{url}/api/v1/health", procs)
             print(f"\nPhotoEnhanceAI is running: open {url}/  (API docs: {url}/docs). Ctrl-C stops it.\n"
                   f"Admin token (for `photoenhance servers`): in {data_dir / 'admin-token'}\n", flush=True)
             while not stop["now"]:

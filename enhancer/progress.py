@@ -67,8 +67,7 @@ class Reporter:
         self._record = record
         self._min_interval = min_interval
         self._loop = asyncio.get_running_loop()
-        self._last_write = 0.0
-        self._last_stage = ""
+        self._last_write = time.monotonic()  # the claim was just written
         self._lock = asyncio.Lock()
         self._pending: set[asyncio.Task[None]] = set()
 
@@ -90,8 +89,10 @@ class Reporter:
                                    headers={subjects.TYPE_HEADER: TaskProgress.TYPE})
             async with self._lock:
                 now = time.monotonic()
-                if stage != self._last_stage or now - self._last_write >= self._min_interval:
-                    self._last_stage, self._last_write = stage, now
+                # The record is for pollers: a write per interval is enough (the live subject has every step),
+                # and a quick job should not pay a JetStream round trip per stage.
+                if now - self._last_write >= self._min_interval:
+                    self._last_write = now
                     await self._record(stage, value, text)
         except Exception as e:  # progress is best effort; the job goes on
             log.warning("task %s: progress not recorded: %s", self._task_id, e)

@@ -224,7 +224,7 @@ class Worker:
                 await msg.nak(delay=min(2.0**attempt, 30.0))
             return
 
-        await self._complete(job, attempt, result)
+        await self._complete(job, attempt, started, result)
         await msg.ack()
 
     async def _enhance(self, job: EnhanceJob, slot: Slot, attempt: int) -> dict[str, Any]:
@@ -319,10 +319,8 @@ class Worker:
             subjects.MSG_ID_HEADER: event.dedup_id, subjects.TYPE_HEADER: TaskEvent.TYPE}),
             what=f"task {event.task_id}: publish {event.kind}", budget=30)
 
-    async def _complete(self, job: EnhanceJob, attempt: int, result: dict[str, Any]) -> None:
+    async def _complete(self, job: EnhanceJob, attempt: int, started: float, result: dict[str, Any]) -> None:
         now = time.time()
-        state = await self.tasks.get(job.task_id)
-        started = state.started_at if state and state.started_at else now
         processing_time = round(now - started, 3)
         # The fact first (de-duplicated), then the record: a crash in between re-runs the job,
         # and the repeated fact is dropped by JetStream, so billing sees it once.

@@ -16,6 +16,8 @@ from bus import __version__
 
 from . import errors
 from .limits import BodyLimitMiddleware
+from .metrics import MetricsMiddleware
+from .metrics import router as metrics_router
 from .ratelimit import Limit, RateLimitMiddleware, Rule
 from .resources import open_resources
 from .routes import enhance, presigned, servers, system, tasks, wechat
@@ -55,11 +57,13 @@ def create_app(settings: EdgeSettings) -> FastAPI:
         Rule("account", ("/api/wechat/auth/openid", "/api/wechat/pay/create"),
              Limit.parse("RATE_LIMIT_ACCOUNT", settings.rate_account)),
     ])
+    app.add_middleware(MetricsMiddleware)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_credentials=True,
                            allow_methods=["GET", "POST"], allow_headers=["Authorization", "Content-Type"])
     for module in (enhance, tasks, presigned, system, servers, wechat):
         app.include_router(module.router)
+    app.include_router(metrics_router)
     root = web_root(settings.web_dir)
     if root.is_dir():
         app.router.routes.append(WebMount("/", app=StaticFiles(directory=root, html=True), name="web"))

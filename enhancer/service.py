@@ -22,6 +22,7 @@ from bus.schemas import EnhancerDescription
 from bus.storage import ObjectStore
 from bus.tasks import TaskStore
 
+from . import metrics
 from .engines import available_engines, pick_device
 from .presence import Presence
 from .settings import EnhancerSettings
@@ -35,6 +36,7 @@ async def serve(settings: EnhancerSettings, stop: asyncio.Event) -> None:
     device = pick_device(settings.device)
     engines = [settings.engine_override] if settings.engine_override else available_engines(settings.model_dir)
     settings.model_dir.mkdir(parents=True, exist_ok=True)
+    metrics.serve(settings.metrics_port, settings.metrics_host)
     async with AsyncExitStack() as stack:
         nc = await stack.enter_async_context(connect(settings.nats, f"enhancer {settings.worker_id}"))
         kv = await wait_for_resources(nc.jetstream())

@@ -35,6 +35,9 @@ class EnhancerSettings:
     heartbeat: float = 5.0
     #: Benchmarks only: run every job on this engine ("bench-resize"), whatever the job asks.
     engine_override: str | None = None
+    #: Port of the Prometheus ``/metrics`` endpoint (0: off) and the address it binds.
+    metrics_port: int = 0
+    metrics_host: str = "0.0.0.0"
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
@@ -62,4 +65,6 @@ class EnhancerSettings:
             worker_id=env("ENHANCER_ID") or f"{socket.gethostname()}-{os.getpid()}",
             heartbeat=env_float("ENHANCER_HEARTBEAT", 5.0),
             engine_override=env("ENHANCER_ENGINE"),
+            metrics_port=env_int("ENHANCER_METRICS_PORT", 0),
+            metrics_host=env("ENHANCER_METRICS_HOST", "0.0.0.0") or "0.0.0.0",
         )

@@ -25,6 +25,7 @@ from bus.schemas import COMPLETED, FAILED, PROCESSING, QUEUED, EnhanceJob, TaskE
 from bus.storage import ObjectMissing, ObjectStore, StorageError, display_name, output_key
 from bus.tasks import TaskStore
 
+from . import metrics
 from .engines import Engine, EngineError, create_engine
 from .engines import EnhanceOptions as EngineOptions
 from .imaging import ImageError, decode, encode, upscale_alpha
@@ -91,6 +92,7 @@ class Worker:
         self.tasks = tasks
         self.store = store
         self.engines = engines
+        self.device = device
         self.counters = Counters()
         self._slots: asyncio.Queue[Slot] = asyncio.Queue()
         self._all_slots = [Slot(i, settings, device) for i in range(settings.concurrency)]
@@ -161,6 +163,7 @@ class Worker:
     # --- one job -----------------------------------------------------------------------------
     async def _run_job(self, msg: Msg, slot: Slot) -> None:
         self.counters.in_flight += 1
+        metrics.IN_FLIGHT.inc()
         keepalive = asyncio.create_task(self._keepalive(msg))
         try:
             await self._handle(msg, slot)
@@ -170,6 +173,7 @@ class Worker:
         finally:
             keepalive.cancel()
             self.counters.in_flight -= 1
+            metrics.IN_FLIGHT.dec()
             self._slots.put_nowait(slot)
 
     async def _keepalive(self, msg: Msg) -> None:
@@ -330,6 +334,10 @@ class Worker:
                            message="Enhancement completed", finished_at=now, processing_time=processing_time,
                            **result)
         self.counters.done += 1
+        metrics.JOBS.labels("completed").inc()
+        for stage, seconds in result["timings"].items():
+            metrics.STAGE.labels(stage).observe(seconds)
+        metrics.record_gpu_memory(self.device)
         log.info("task %s: completed in %.2fs (%s)", job.task_id, processing_time, result["timings"])
 
     async def _fail(self, job: EnhanceJob, attempt: int, reason: str) -> None:
@@ -340,6 +348,7 @@ class Worker:
             status=FAILED, stage=FAILED, message="Enhancement failed", error=reason, finished_at=now,
             updated_at=now, attempts=max(s.attempts, attempt)))
         self.counters.failed += 1
+        metrics.JOBS.labels("failed").inc()
         log.warning("task %s: failed: %s", job.task_id, reason)
 
 

@@ -1,4 +1,4 @@
-"""The billing service (thin for now): a ledger projected from the bus's durable facts."""
+"""The billing service: WeChat sign-in and payments, and a credits ledger projected from the bus's facts."""
 
 from .service import main, serve
 from .settings import BillingSettings

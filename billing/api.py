@@ -1,20 +1,37 @@
-"""What billing answers on the bus: sign-in, create an order, a payment notify, an order query.
+"""What billing answers on the bus: sign-in, orders (create, notify, query, list, stats), the
+account, and reserving a use for a mini-program user's enhancement.
 
 Each method takes a request message and returns a reply message or raises ``BillingError``; the
 wiring to ``nats.micro`` is in ``endpoints.py``. Money only moves through ``settle``, which
 records ``order_paid`` and ``credits_granted`` once per order, however many notifies or queries
-report the same payment at once.
+report the same payment at once. Credits only move through the ledger's projection of
+``use_reserved`` (decided here, under a lock) and the enhancer's ``completed``/``failed`` facts.
+
+Why a reservation fact rather than counting in-flight tasks at the edge: the decision (unlimited,
+free or credit) is made once, by the one process that holds the balances, and written to the stream
+before the task is queued, so concurrent uploads cannot both take the last use, and a replay charges
+exactly what was decided even if the free quota is reconfigured later. Billing runs as one process
+(its ledger is a local SQLite file); the lock is per process.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import time
+from typing import Any
 
 from bus.billing import (
+    ORDER_STATUSES,
     PAID,
     PENDING,
+    RELEASED,
+    RESERVED,
+    USE_CREDIT,
+    USE_FREE,
+    USE_UNLIMITED,
+    AccountView,
     CreditsGranted,
     NotifyReply,
     NotifyRequest,
@@ -22,16 +39,25 @@ from bus.billing import (
     OrderCreated,
     OrderPaid,
     OrderQueryRequest,
+    OrdersReply,
     OrderView,
     PayCreateReply,
     PayCreateRequest,
     SessionReply,
+    SessionRequest,
+    StatsReply,
+    StatsRequest,
+    UseReleased,
+    UseReleaseRequest,
+    UseReply,
+    UseRequest,
+    UseReserved,
 )
 
 from . import tokens
 from .errors import BillingError, NotifyRejected
 from .facts import Facts
-from .ledger import Ledger, Order
+from .ledger import DAY, Ledger, Order, china_day
 from .notify import SUCCESS, Transaction, check_timestamp, check_transaction, lower_headers, parse_transaction
 from .settings import BillingSettings, WeChatSettings
 from .wechat import WeChat
@@ -52,12 +78,21 @@ def order_view(order: Order) -> OrderView:
                      transaction_id=order.transaction_id)
 
 
+def order_dict(order: Order) -> dict[str, Any]:
+    """An order in a list (``/pay/orders``, ``/account``): what its owner may see."""
+    return {"out_trade_no": order.out_trade_no, "product": order.product, "amount": order.amount,
+            "credits": order.credits, "unlimited_days": order.unlimited_days, "status": order.status,
+            "created_at": order.created_at, "paid_at": order.paid_at}
+
+
 class BillingApi:
     def __init__(self, settings: BillingSettings, ledger: Ledger, facts: Facts, wechat: WeChat | None) -> None:
         self.settings = settings
         self.ledger = ledger
         self.facts = facts
         self._wechat = wechat
+        # Check-then-reserve is one step: two uploads racing for a user's last use cannot both pass.
+        self._reserving = asyncio.Lock()
 
     @property
     def wechat(self) -> WeChat:
@@ -70,7 +105,8 @@ class BillingApi:
         return self.wechat.settings
 
     def _openid(self, token: str) -> str:
-        assert self.settings.session_secret  # settings require it with WeChat
+        if not self.settings.session_secret:  # no WeChat, so no session was ever issued
+            raise BillingError(503, "Mini-program sign-in is not configured on this server.")
         return tokens.verify(self.settings.session_secret.encode(), token)
 
     # --- routes ---------------------------------------------------------------------------------
@@ -132,6 +168,71 @@ class BillingApi:
                     log.error("WeChat's answer about %s does not match the order: %s", order.out_trade_no, e)
                     raise BillingError(502, "WeChat Pay's record of this order does not match ours.") from e
         return order_view(order)
+
+    # --- uses -----------------------------------------------------------------------------------
+    async def reserve(self, req: UseRequest) -> UseReply:
+        """Hold one use for a task about to be queued: unlimited, else today's free quota, else a credit.
+
+        Decided and recorded (``use_reserved`` on the stream) under one lock, counting uses held by
+        tasks still running, so concurrent uploads cannot spend the same last use twice."""
+        openid = self._openid(req.token)
+        async with self._reserving:
+            held = await self.ledger.use(req.task_id)
+            if held is not None:  # the edge retried the same task
+                if held[0] != openid:
+                    raise BillingError(409, "This task belongs to someone else.")
+                return UseReply(openid=openid, task_id=req.task_id, use=held[1], status=held[2])
+            now = time.time()
+            use = await self._funding(openid, now)
+            await self.facts.record(UseReserved(openid=openid, task_id=req.task_id, use=use, at=now))
+        log.info("task %s: one %s use reserved for %s", req.task_id, use, openid)
+        return UseReply(openid=openid, task_id=req.task_id, use=use, status=RESERVED)
+
+    async def _funding(self, openid: str, now: float) -> str:
+        credits, until = await self.ledger.account(openid)
+        if until > now:
+            return USE_UNLIMITED
+        if await self.ledger.free_used(openid, china_day(now)) < self.settings.free_daily:
+            return USE_FREE
+        if credits - await self.ledger.held(openid, now - self.settings.reservation_hold) > 0:
+            return USE_CREDIT
+        free = f"today's {self.settings.free_daily} free uses are spent and " if self.settings.free_daily else ""
+        raise BillingError(402, f"No enhancements left: {free}there are no credits; buy a package to continue.")
+
+    async def release(self, req: UseReleaseRequest) -> UseReply:
+        """Give back the use of a task the edge could not queue (only a still-reserved one changes)."""
+        held = await self.ledger.use(req.task_id)
+        if held is None or held[0] != req.openid:
+            raise BillingError(404, "No use is reserved for this task.")
+        if held[2] == RESERVED:
+            await self.facts.record(UseReleased(openid=req.openid, task_id=req.task_id, at=time.time(),
+                                                reason=req.reason[:200]))
+            log.info("task %s: use released (%s)", req.task_id, req.reason[:200])
+        return UseReply(openid=req.openid, task_id=req.task_id, use=held[1],
+                        status=RELEASED if held[2] == RESERVED else held[2])
+
+    async def account(self, req: SessionRequest) -> AccountView:
+        openid = self._openid(req.token)
+        now = time.time()
+        credits, until = await self.ledger.account(openid)
+        held = await self.ledger.held(openid, now - self.settings.reservation_hold)
+        free_left = max(0, self.settings.free_daily - await self.ledger.free_used(openid, china_day(now)))
+        paid = [order_dict(o) for o in await self.ledger.orders_of(openid) if o.status == PAID]
+        return AccountView(openid=openid, credits=max(0, credits - held), credits_reserved=held,
+                           unlimited=until > now, unlimited_until=until if until > now else None,
+                           free_daily=self.settings.free_daily, free_left_today=free_left,
+                           orders=paid, uses=await self.ledger.uses_of(openid))
+
+    async def orders(self, req: SessionRequest) -> OrdersReply:
+        openid = self._openid(req.token)
+        return OrdersReply(orders=[order_dict(o) for o in await self.ledger.orders_of(openid)])
+
+    async def stats(self, req: StatsRequest) -> StatsReply:
+        days = min(max(req.days, 1), 366)
+        by_status, by_day = await self.ledger.stats(time.time() - days * DAY)
+        return StatsReply(by_status={s: by_status.get(s, 0) for s in (*ORDER_STATUSES, *by_status)},
+                          by_day=by_day, paid_orders=sum(d["orders"] for d in by_day),
+                          paid_amount=sum(d["amount"] for d in by_day))
 
     # --- money ----------------------------------------------------------------------------------
     async def settle(self, tx: Transaction) -> Order:

@@ -18,7 +18,16 @@ from nats.micro.request import Request
 from nats.micro.service import Service
 
 from bus import __version__, subjects
-from bus.billing import NotifyRequest, OpenidRequest, OrderQueryRequest, PayCreateRequest
+from bus.billing import (
+    NotifyRequest,
+    OpenidRequest,
+    OrderQueryRequest,
+    PayCreateRequest,
+    SessionRequest,
+    StatsRequest,
+    UseReleaseRequest,
+    UseRequest,
+)
 from bus.codec import SchemaError
 from bus.schemas import Message
 
@@ -49,6 +58,11 @@ class Endpoints:
             ("pay_create", subjects.BILLING_PAY_CREATE, PayCreateRequest, self.api.create),
             ("pay_notify", subjects.BILLING_PAY_NOTIFY, NotifyRequest, self.api.notify),
             ("pay_query", subjects.BILLING_PAY_QUERY, OrderQueryRequest, self.api.query),
+            ("pay_orders", subjects.BILLING_PAY_ORDERS, SessionRequest, self.api.orders),
+            ("pay_stats", subjects.BILLING_PAY_STATS, StatsRequest, self.api.stats),
+            ("account", subjects.BILLING_ACCOUNT, SessionRequest, self.api.account),
+            ("use_reserve", subjects.BILLING_USE_RESERVE, UseRequest, self.api.reserve),
+            ("use_release", subjects.BILLING_USE_RELEASE, UseReleaseRequest, self.api.release),
         ]
         for name, subject, request_type, method in routes:
             await self.service.add_endpoint(name=name, subject=subject, handler=self._spawn(request_type, method))

@@ -4,19 +4,39 @@ Every fact is applied at most once, keyed by its de-duplication id, inside one t
 its effects; so a fact seen twice (published, then followed from the stream; redelivered; replayed)
 changes nothing the second time, and a ledger rebuilt from the first event equals the original.
 The one column that is not a fact is an order's ``prepay_id`` (WeChat's handle, re-obtainable).
+
+Uses: ``use_reserved`` holds one use for a task (``uses``: reserved); the task's ``completed`` fact
+charges it (a credit leaves ``accounts.credits`` then), its ``failed`` fact or ``use_released``
+gives it back. Reserved credits are subtracted when billing decides whether one is left.
 """
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 
-from bus.billing import PAID, PENDING, BillingFact, CreditsGranted, OrderCreated, OrderPaid
-from bus.schemas import TaskEvent
+from bus.billing import (
+    CHARGED,
+    PAID,
+    PENDING,
+    RELEASED,
+    RESERVED,
+    USE_CREDIT,
+    USE_FREE,
+    USE_UNLIMITED,
+    BillingFact,
+    CreditsGranted,
+    OrderCreated,
+    OrderPaid,
+    UseReleased,
+    UseReserved,
+)
+from bus.schemas import COMPLETED, FAILED, TaskEvent
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS task_events (
@@ -60,7 +80,24 @@ CREATE TABLE IF NOT EXISTS credit_history (
     ref TEXT NOT NULL,
     at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS uses (
+    task_id TEXT PRIMARY KEY,
+    openid TEXT NOT NULL,
+    use TEXT NOT NULL,              -- unlimited | free | credit
+    status TEXT NOT NULL,           -- reserved | charged | released
+    day TEXT NOT NULL,              -- China-time day of the reservation (the free quota is per day)
+    reserved_at REAL NOT NULL,
+    settled_at REAL
+);
+CREATE INDEX IF NOT EXISTS uses_by_openid ON uses (openid, day);
 """
+
+#: WeChat Pay and its users keep China time: the free quota and the stats' days are days there.
+CHINA = timezone(timedelta(hours=8))
+
+
+def china_day(at: float) -> str:
+    return datetime.fromtimestamp(at, CHINA).date().isoformat()
 
 DAY = 86400.0
 
@@ -104,13 +141,47 @@ class Ledger:
 
     # --- applying facts -----------------------------------------------------------------------
     async def apply(self, event: TaskEvent, stream_seq: int) -> bool:
-        """Record a task fact; False when it was already recorded (duplicate or redelivery)."""
+        """Record a task fact and, for an owner's task, settle its use: a completed task is charged, a
+        failed one is released. False when it was already recorded (duplicate or redelivery)."""
         async with self._lock:
-            cur = await self.db.execute(
-                "INSERT OR IGNORE INTO task_events (task_id, kind, owner, at, stream_seq) VALUES (?, ?, ?, ?, ?)",
-                (event.task_id, event.kind, event.owner, event.at, stream_seq))
-            await self.db.commit()
-            return cur.rowcount == 1
+            try:
+                cur = await self.db.execute(
+                    "INSERT OR IGNORE INTO task_events (task_id, kind, owner, at, stream_seq) VALUES (?, ?, ?, ?, ?)",
+                    (event.task_id, event.kind, event.owner, event.at, stream_seq))
+                if cur.rowcount == 1 and event.owner:
+                    if event.kind == COMPLETED:
+                        await self._charge(event)
+                    elif event.kind == FAILED:
+                        await self.db.execute("UPDATE uses SET status = ?, settled_at = ? WHERE task_id = ? "
+                                              "AND status = ?", (RELEASED, event.at, event.task_id, RESERVED))
+                await self.db.commit()
+                return cur.rowcount == 1
+            except BaseException:
+                await self.db.rollback()
+                raise
+
+    async def _charge(self, event: TaskEvent) -> None:
+        """One completed enhancement uses what its reservation decided; a credit leaves the balance now.
+
+        A task with no reservation (queued before reservations existed) is charged from what the ledger
+        holds at that point of the stream, so a replay decides the same way."""
+        assert event.owner
+        async with self.db.execute("SELECT use, status FROM uses WHERE task_id = ?", (event.task_id,)) as cur:
+            row = await cur.fetchone()
+        if row is None:
+            credits, until = await self._account(event.owner)
+            use = USE_UNLIMITED if event.at < until else USE_CREDIT if credits > 0 else USE_FREE
+            await self.db.execute(
+                "INSERT INTO uses (task_id, openid, use, status, day, reserved_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (event.task_id, event.owner, use, RESERVED, china_day(event.at), event.at))
+        elif row[1] == CHARGED:
+            return
+        else:
+            use = row[0]
+        await self.db.execute("UPDATE uses SET status = ?, settled_at = ? WHERE task_id = ?",
+                              (CHARGED, event.at, event.task_id))
+        if use == USE_CREDIT:
+            await self.db.execute("UPDATE accounts SET credits = credits - 1 WHERE openid = ?", (event.owner,))
 
     async def apply_fact(self, fact: BillingFact, stream_seq: int | None) -> bool:
         """Apply a billing fact and its effects atomically; False when it was applied before."""
@@ -151,6 +222,14 @@ class Ledger:
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (fact.dedup_id, fact.openid, fact.credits, fact.unlimited_days, fact.reason, fact.out_trade_no,
                  fact.at))
+        elif isinstance(fact, UseReserved):
+            await self.db.execute("INSERT OR IGNORE INTO accounts (openid) VALUES (?)", (fact.openid,))
+            await self.db.execute(
+                "INSERT OR IGNORE INTO uses (task_id, openid, use, status, day, reserved_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (fact.task_id, fact.openid, fact.use, RESERVED, china_day(fact.at), fact.at))
+        elif isinstance(fact, UseReleased):
+            await self.db.execute("UPDATE uses SET status = ?, settled_at = ? WHERE task_id = ? AND status = ?",
+                                  (RELEASED, fact.at, fact.task_id, RESERVED))
 
     async def set_prepay(self, out_trade_no: str, prepay_id: str) -> None:
         async with self._lock:
@@ -170,10 +249,58 @@ class Ledger:
 
     async def account(self, openid: str) -> tuple[int, float]:
         """(credits, unlimited_until) of one user."""
+        return await self._account(openid)
+
+    async def _account(self, openid: str) -> tuple[int, float]:
         async with self.db.execute("SELECT credits, unlimited_until FROM accounts WHERE openid = ?",
                                    (openid,)) as cur:
             row = await cur.fetchone()
         return (int(row[0]), float(row[1])) if row else (0, 0.0)
+
+    async def held(self, openid: str, since: float) -> int:
+        """Credits held by this user's reservations made after ``since`` and not yet settled."""
+        async with self.db.execute("SELECT COUNT(*) FROM uses WHERE openid = ? AND use = ? AND status = ? "
+                                   "AND reserved_at > ?", (openid, USE_CREDIT, RESERVED, since)) as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+    async def free_used(self, openid: str, day: str) -> int:
+        """Free uses reserved or charged on ``day`` (a released one is given back)."""
+        async with self.db.execute("SELECT COUNT(*) FROM uses WHERE openid = ? AND day = ? AND use = ? "
+                                   "AND status != ?", (openid, day, USE_FREE, RELEASED)) as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+    async def use(self, task_id: str) -> tuple[str, str, str] | None:
+        """(openid, use, status) of a task's use."""
+        async with self.db.execute("SELECT openid, use, status FROM uses WHERE task_id = ?", (task_id,)) as cur:
+            row = await cur.fetchone()
+        return (row[0], row[1], row[2]) if row else None
+
+    async def orders_of(self, openid: str, limit: int = 100) -> list[Order]:
+        async with self.db.execute(f"SELECT {_ORDER_COLUMNS} FROM orders WHERE openid = ? "
+                                   "ORDER BY created_at DESC, out_trade_no DESC LIMIT ?", (openid, limit)) as cur:
+            return [Order(*row) for row in await cur.fetchall()]
+
+    async def uses_of(self, openid: str, limit: int = 100) -> list[dict[str, Any]]:
+        """Charged enhancements, newest first."""
+        async with self.db.execute(
+                "SELECT task_id, use, reserved_at, settled_at FROM uses WHERE openid = ? AND status = ? "
+                "ORDER BY settled_at DESC, task_id LIMIT ?", (openid, CHARGED, limit)) as cur:
+            return [{"task_id": t, "use": u, "reserved_at": r, "charged_at": c} for t, u, r, c in await cur.fetchall()]
+
+    async def stats(self, since: float) -> tuple[dict[str, int], list[dict[str, Any]]]:
+        """Orders by status (all time), and paid orders and amounts per China-time day since ``since``."""
+        async with self.db.execute("SELECT status, COUNT(*) FROM orders GROUP BY status") as cur:
+            by_status = {status: int(n) async for status, n in cur}
+        days: dict[str, dict[str, Any]] = {}
+        async with self.db.execute("SELECT paid_at, amount FROM orders WHERE paid_at IS NOT NULL AND paid_at >= ? "
+                                   "AND status = ?", (since, PAID)) as cur:
+            async for paid_at, amount in cur:
+                day = days.setdefault(china_day(paid_at), {"day": china_day(paid_at), "orders": 0, "amount": 0})
+                day["orders"] += 1
+                day["amount"] += int(amount)
+        return by_status, sorted(days.values(), key=lambda d: d["day"], reverse=True)
 
     async def counts(self) -> dict[str, int]:
         async with self.db.execute("SELECT kind, COUNT(*) FROM task_events GROUP BY kind") as cur:
@@ -183,7 +310,7 @@ class Ledger:
         """Everything the facts determine (for comparing a replayed ledger with the original)."""
         out: dict[str, Any] = {}
         for table, order_by in (("orders", "out_trade_no"), ("accounts", "openid"), ("credit_history", "fact_id"),
-                                ("task_events", "task_id, kind")):
+                                ("task_events", "task_id, kind"), ("uses", "task_id")):
             columns = "*" if table != "orders" else _ORDER_COLUMNS.replace(", prepay_id", "")
             async with self.db.execute(f"SELECT {columns} FROM {table} ORDER BY {order_by}") as cur:
                 out[table] = [tuple(r) for r in await cur.fetchall()]

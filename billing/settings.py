@@ -98,12 +98,18 @@ class BillingSettings:
     products: tuple[Product, ...] = DEFAULT_PRODUCTS
     #: A notify whose timestamp is further than this from our clock is rejected (WeChat: 5 minutes).
     notify_window: float = 300.0
+    #: Free enhancements per signed-in user per (China-time) day, before credits are used.
+    free_daily: int = 3
+    #: A reservation whose task has not ended after this long stops holding a credit (its task was lost).
+    reservation_hold: float = 24 * 3600.0
 
     def __post_init__(self) -> None:
         if self.wechat is not None and (not self.session_secret or len(self.session_secret) < 16):
             raise SettingsError("BILLING_SESSION_SECRET (16 characters or more) is required with WeChat")
         if self.session_ttl <= 0 or self.notify_window <= 0:
             raise SettingsError("BILLING_SESSION_TTL and the notify window must be positive")
+        if self.free_daily < 0 or self.reservation_hold <= 0:
+            raise SettingsError("BILLING_FREE_DAILY must be 0 or more and BILLING_RESERVATION_HOLD positive")
 
     def product(self, product_id: str) -> Product | None:
         return next((p for p in self.products if p.id == product_id), None)
@@ -118,4 +124,6 @@ class BillingSettings:
             session_secret=env_secret("BILLING_SESSION_SECRET"),
             session_ttl=float(env_int("BILLING_SESSION_TTL", 7 * 24 * 3600)),
             products=parse_products(raw_products) if raw_products else DEFAULT_PRODUCTS,
+            free_daily=env_int("BILLING_FREE_DAILY", 3),
+            reservation_hold=env_float("BILLING_RESERVATION_HOLD", 24 * 3600.0),
         )

@@ -7,8 +7,8 @@ as ``nats.micro`` service errors (``Nats-Service-Error-Code`` = the HTTP status 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import ClassVar
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 from . import subjects
 from .schemas import Message
@@ -106,6 +106,107 @@ class OrderView(Message):
     transaction_id: str | None = None
 
 
+# --- Uses of the service (edge <-> billing) --------------------------------------------------
+#: How a reserved enhancement is paid for: unlimited package, today's free quota, or one credit.
+USE_UNLIMITED, USE_FREE, USE_CREDIT = "unlimited", "free", "credit"
+USE_KINDS = (USE_UNLIMITED, USE_FREE, USE_CREDIT)
+#: A use's life: reserved when the task is accepted, then charged (completed) or released (failed, refused).
+RESERVED, CHARGED, RELEASED = "reserved", "charged", "released"
+
+
+@dataclass(frozen=True)
+class UseRequest(Message):
+    """The edge asks, before queueing a mini-program user's task, to reserve one use for it."""
+
+    TYPE: ClassVar[str] = "pe.v1.billing.use_request"
+
+    token: str
+    task_id: str
+
+
+@dataclass(frozen=True)
+class UseReleaseRequest(Message):
+    """The edge could not queue a task it reserved a use for (storage down, queue full): give it back."""
+
+    TYPE: ClassVar[str] = "pe.v1.billing.use_release"
+
+    openid: str
+    task_id: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class UseReply(Message):
+    """A reserved (or released) use: who, which task, and how it is paid for."""
+
+    TYPE: ClassVar[str] = "pe.v1.billing.use"
+
+    openid: str
+    task_id: str
+    use: str
+    status: str
+
+
+@dataclass(frozen=True)
+class SessionRequest(Message):
+    """A request that only needs the caller's session (``/account``, ``/pay/orders``)."""
+
+    TYPE: ClassVar[str] = "pe.v1.billing.session_request"
+
+    token: str
+
+
+@dataclass(frozen=True)
+class AccountView(Message):
+    """``GET /api/wechat/account``: what the caller may still do, and what they paid and used."""
+
+    TYPE: ClassVar[str] = "pe.v1.billing.account"
+
+    openid: str
+    #: Credits left, not counting those held by tasks still running.
+    credits: int
+    #: Credits held by tasks still running (charged when they complete, returned when they fail).
+    credits_reserved: int
+    unlimited: bool
+    unlimited_until: float | None
+    free_daily: int
+    free_left_today: int
+    #: Paid orders and charged enhancements, newest first (dicts: see ``Ledger.history``).
+    orders: list[dict[str, Any]] = field(default_factory=list)
+    uses: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class OrdersReply(Message):
+    """``GET /api/wechat/pay/orders``: the caller's orders, newest first."""
+
+    TYPE: ClassVar[str] = "pe.v1.billing.orders"
+
+    orders: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class StatsRequest(Message):
+    """``GET /api/wechat/pay/stats`` (the edge checks the admin token; billing trusts the edge's role)."""
+
+    TYPE: ClassVar[str] = "pe.v1.billing.stats_request"
+
+    days: int = 30
+
+
+@dataclass(frozen=True)
+class StatsReply(Message):
+    """Orders counted by status, and paid amounts (fen) per China-time day of payment."""
+
+    TYPE: ClassVar[str] = "pe.v1.billing.stats"
+
+    by_status: dict[str, int]
+    #: ``[{"day": "YYYY-MM-DD", "orders": n, "amount": fen}]``, newest first.
+    by_day: list[dict[str, Any]]
+    paid_orders: int
+    paid_amount: int
+
+
 # --- Facts (PE_EVENTS) ---------------------------------------------------------------------
 @dataclass(frozen=True)
 class BillingFact(Message):
@@ -181,4 +282,40 @@ class CreditsGranted(BillingFact):
         return f"{self.KIND}:{self.out_trade_no}"
 
 
-FACTS: dict[str, type[BillingFact]] = {cls.TYPE: cls for cls in (OrderCreated, OrderPaid, CreditsGranted)}
+@dataclass(frozen=True)
+class UseReserved(BillingFact):
+    """One use held for a task before it is queued, and how it will be paid for (decided here, so a
+    replay charges exactly what was decided, whatever the free quota is configured to be later)."""
+
+    TYPE: ClassVar[str] = "pe.v1.billing.use_reserved"
+    KIND: ClassVar[str] = "use_reserved"
+
+    openid: str
+    task_id: str
+    use: str
+    at: float
+
+    @property
+    def dedup_id(self) -> str:
+        return f"{self.KIND}:{self.task_id}"
+
+
+@dataclass(frozen=True)
+class UseReleased(BillingFact):
+    """A reserved use given back because its task was never queued (a failed task releases by its own fact)."""
+
+    TYPE: ClassVar[str] = "pe.v1.billing.use_released"
+    KIND: ClassVar[str] = "use_released"
+
+    openid: str
+    task_id: str
+    at: float
+    reason: str = ""
+
+    @property
+    def dedup_id(self) -> str:
+        return f"{self.KIND}:{self.task_id}"
+
+
+FACTS: dict[str, type[BillingFact]] = {
+    cls.TYPE: cls for cls in (OrderCreated, OrderPaid, CreditsGranted, UseReserved, UseReleased)}

@@ -88,3 +88,13 @@ BILLING_EVENTS_WILDCARD = f"{PREFIX}.events.billing.>"
 def billing_event(kind: str) -> str:
     """Subject of a billing fact, e.g. ``pe.events.billing.order_paid``."""
     return f"{PREFIX}.events.billing.{_token(kind)}"
+
+
+# --- Billing: uses, account, orders, stats (appended; same ``pe.billing.>`` permissions) -----------
+#: Reserve one use for a mini-program user's task before it is queued (402 when none is left).
+BILLING_USE_RESERVE = f"{PREFIX}.billing.use.reserve"
+#: Give back a reserved use whose task could not be queued.
+BILLING_USE_RELEASE = f"{PREFIX}.billing.use.release"
+BILLING_ACCOUNT = f"{PREFIX}.billing.account"
+BILLING_PAY_ORDERS = f"{PREFIX}.billing.pay.orders"
+BILLING_PAY_STATS = f"{PREFIX}.billing.pay.stats"

@@ -88,6 +88,7 @@ def billing_stack(nats_server: EmbeddedNats, s3_server: EmbeddedS3, wechat: WeCh
 
 
 @pytest.fixture(scope="session")
-def billing_enhancer(billing_stack: BillingStack) -> ServiceProcess:
-    """One enhancer on the billing stack's bus (without GFPGAN weights, like CI), started when a test needs it."""
-    return billing_stack.stack.start_enhancer("billing-enhancer")
+def billing_enhancer(stack: Stack, billing_stack: BillingStack) -> ServiceProcess:
+    """The session's enhancer (no GFPGAN weights, like CI): it pulls from the one work queue on the bus,
+    so it serves the billing stack's edge too, and the fleet stays the single worker other tests expect."""
+    return stack.enhancers[0]

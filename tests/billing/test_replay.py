@@ -96,6 +96,7 @@ async def test_replay_rebuilds_the_ledger_exactly(billing_stack: BillingStack, w
         rebuilt = await snapshot(billing_stack.db_path)
         assert rebuilt == original
         assert len(rebuilt["orders"]) >= 5 and rebuilt["task_events"]
+        assert any(use[3] == "charged" for use in rebuilt["uses"])  # enhancements charged, replayed alike
     finally:
         billing_stack.start_billing()
     # Billing runs on the rebuilt ledger.

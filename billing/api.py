@@ -1,11 +1,13 @@
-"""What billing answers on the bus: sign-in, orders (create, notify, query, list, stats), the
-account, and reserving a use for a mini-program user's enhancement.
+"""What billing answers on the bus: sign-in, orders (create, notify, query, close, list, stats),
+refunds (request, refund notify), the account, and reserving a use for a mini-program user's enhancement.
 
 Each method takes a request message and returns a reply message or raises ``BillingError``; the
 wiring to ``nats.micro`` is in ``endpoints.py``. Money only moves through ``settle``, which
 records ``order_paid`` and ``credits_granted`` once per order, however many notifies or queries
-report the same payment at once. Credits only move through the ledger's projection of
-``use_reserved`` (decided here, under a lock) and the enhancer's ``completed``/``failed`` facts.
+report the same payment at once; money only goes back through ``apply_refund``, which records
+``order_refunded`` and ``credits_revoked`` once per order, the same way. Credits only move through
+the ledger's projection of ``use_reserved`` (decided here, under a lock), the enhancer's
+``completed``/``failed`` facts and those two.
 
 Why a reservation fact rather than counting in-flight tasks at the edge: the decision (unlimited,
 free or credit) is made once, by the one process that holds the balances, and written to the stream
@@ -23,9 +25,11 @@ import time
 from typing import Any
 
 from bus.billing import (
+    CLOSED,
     ORDER_STATUSES,
     PAID,
     PENDING,
+    REFUNDED,
     RELEASED,
     RESERVED,
     USE_CREDIT,
@@ -33,16 +37,23 @@ from bus.billing import (
     USE_UNLIMITED,
     AccountView,
     CreditsGranted,
+    CreditsRevoked,
     NotifyReply,
     NotifyRequest,
     OpenidRequest,
+    OrderClosed,
+    OrderCloseRequest,
     OrderCreated,
     OrderPaid,
     OrderQueryRequest,
+    OrderRefunded,
     OrdersReply,
     OrderView,
     PayCreateReply,
     PayCreateRequest,
+    RefundReply,
+    RefundRequest,
+    RefundRequested,
     SessionReply,
     SessionRequest,
     StatsReply,
@@ -58,13 +69,25 @@ from . import tokens
 from .errors import BillingError, NotifyRejected
 from .facts import Facts
 from .ledger import DAY, Ledger, Order, china_day
-from .notify import SUCCESS, Transaction, check_timestamp, check_transaction, lower_headers, parse_transaction
+from .notify import (
+    SUCCESS,
+    Transaction,
+    check_refund,
+    check_timestamp,
+    check_transaction,
+    lower_headers,
+    parse_refund,
+    parse_transaction,
+)
 from .settings import BillingSettings, WeChatSettings
 from .wechat import WeChat
 
 log = logging.getLogger(__name__)
 
 PAYMENT_EVENT = "TRANSACTION.SUCCESS"
+REFUND_EVENT = "REFUND.SUCCESS"
+#: Refund notifies that report a refund that did not happen; accepted (so WeChat stops) and not applied.
+REFUND_FAILURES = ("REFUND.ABNORMAL", "REFUND.CLOSED")
 
 
 def new_out_trade_no() -> str:
@@ -139,13 +162,17 @@ class BillingApi:
         return PayCreateReply(out_trade_no=order.out_trade_no, product=product.id, amount=product.amount,
                               pay_params=wechat.pay_params(prepay_id))
 
-    async def notify(self, req: NotifyRequest) -> NotifyReply:
-        wechat = self.wechat
+    def _open(self, req: NotifyRequest) -> dict[str, Any]:
+        """A notify's verified, decrypted content: fresh (timestamp window), signed by WeChat, readable."""
         headers = lower_headers(req.headers)
         check_timestamp(headers, self.settings.notify_window)
-        opened = wechat.open_notify(headers, req.body)
+        opened = self.wechat.open_notify(headers, req.body)
         if not opened:
             raise NotifyRejected(401, "The notify's signature or encryption does not verify.")
+        return opened
+
+    async def notify(self, req: NotifyRequest) -> NotifyReply:
+        opened = self._open(req)
         resource = opened.get("resource")
         if opened.get("event_type") != PAYMENT_EVENT or not isinstance(resource, dict):
             log.warning("ignoring a notify of type %r", opened.get("event_type"))
@@ -168,6 +195,96 @@ class BillingApi:
                     log.error("WeChat's answer about %s does not match the order: %s", order.out_trade_no, e)
                     raise BillingError(502, "WeChat Pay's record of this order does not match ours.") from e
         return order_view(order)
+
+    async def close(self, req: OrderCloseRequest) -> OrderView:
+        """Close the caller's pending order at WeChat, then record ``order_closed``; a closed order is
+        never paid (WeChat refuses it, and a notify claiming otherwise is rejected in ``settle``)."""
+        openid = self._openid(req.token)
+        order = await self.ledger.order(req.out_trade_no)
+        if order is None or order.openid != openid:
+            raise BillingError(404, "No such order.")
+        if order.status == CLOSED:
+            return order_view(order)  # closing twice is harmless
+        if order.status != PENDING:
+            raise BillingError(409, f"The order is {order.status}; only a pending order can be closed.")
+        try:
+            await self.wechat.close(order.out_trade_no)
+        except BillingError as e:
+            if e.status != 409:
+                raise
+            answer = await self.wechat.query(order.out_trade_no)  # paid meanwhile: record the payment instead
+            if answer is not None:
+                await self.settle(parse_transaction(answer))
+            raise
+        await self.facts.record(OrderClosed(out_trade_no=order.out_trade_no, openid=openid, at=time.time()))
+        log.info("order %s closed by its owner", order.out_trade_no)
+        return order_view(await self.ledger.order(order.out_trade_no) or order)
+
+    async def refund(self, req: RefundRequest) -> RefundReply:
+        """Refund a paid order in full (the edge checked the admin token). Recorded before WeChat is asked,
+        so the refund notify always names a refund we know; asking again re-sends the same refund."""
+        order = await self.ledger.order(req.out_trade_no)
+        if order is None:
+            raise BillingError(404, "No such order.")
+        if order.status == REFUNDED:
+            known = await self.ledger.refund(order.out_trade_no)
+            return RefundReply(out_trade_no=order.out_trade_no, out_refund_no=known[0] if known else "",
+                               amount=order.amount, status=SUCCESS)
+        if order.status != PAID:
+            raise BillingError(409, f"The order is {order.status}; only a paid order can be refunded.")
+        requested = RefundRequested(out_trade_no=order.out_trade_no, openid=order.openid,
+                                    out_refund_no=f"RF{order.out_trade_no}", amount=order.amount, at=time.time(),
+                                    reason=req.reason[:80])
+        await self.facts.record(requested)
+        known = await self.ledger.refund(order.out_trade_no)
+        out_refund_no, amount = (known[0], known[1]) if known else (requested.out_refund_no, requested.amount)
+        answer = await self.wechat.refund(out_trade_no=order.out_trade_no, out_refund_no=out_refund_no,
+                                          amount=amount, reason=req.reason[:80])
+        log.info("refund %s of order %s asked of WeChat: %s", out_refund_no, order.out_trade_no, answer.get("status"))
+        return RefundReply(out_trade_no=order.out_trade_no, out_refund_no=out_refund_no, amount=amount,
+                           status=str(answer.get("status") or "PROCESSING"))
+
+    async def refund_notify(self, req: NotifyRequest) -> NotifyReply:
+        """A refund notify, verified exactly as a payment notify, then checked against the refund we asked for."""
+        opened = self._open(req)
+        resource, event = opened.get("resource"), opened.get("event_type")
+        if event not in (REFUND_EVENT, *REFUND_FAILURES) or not isinstance(resource, dict):
+            log.warning("ignoring a refund notify of type %r", event)
+            raise NotifyRejected(400, f"Unexpected refund notify type {event!r}.")
+        refund = parse_refund(resource)
+        order = check_refund(refund, await self.ledger.order(refund.out_trade_no),
+                             await self.ledger.refund(refund.out_trade_no), self.wechat_settings)
+        if event != REFUND_EVENT or refund.refund_status != SUCCESS:
+            log.error("refund %s of order %s did not succeed: %s", refund.out_refund_no, order.out_trade_no,
+                      refund.refund_status)
+            return NotifyReply(out_trade_no=order.out_trade_no, status=order.status)
+        order = await self.apply_refund(order, refund.out_refund_no, refund.refund_id,
+                                        refund.success_at or time.time())
+        return NotifyReply(out_trade_no=order.out_trade_no, status=order.status)
+
+    async def apply_refund(self, order: Order, out_refund_no: str, refund_id: str, at: float) -> Order:
+        """Record ``order_refunded`` and ``credits_revoked`` once, however many notifies arrive at once.
+
+        The rule for credits already used: a refund takes back what is left of the order's grant, never
+        more. It revokes ``min(credits the order granted, the balance not held by running tasks)``: uses
+        already charged stay charged (the operator who refunds in full chose to forgive them), tasks
+        running now are still charged when they complete, and the balance never goes below zero. Unlimited
+        days are taken back in full (``unlimited_until`` moves back by them). The amount is decided here,
+        under the reservation lock, and written into the fact, so a replay subtracts exactly the same."""
+        async with self._reserving:
+            if await self.ledger.has_fact(f"{OrderRefunded.KIND}:{order.out_trade_no}"):
+                return await self.ledger.order(order.out_trade_no) or order
+            credits, _ = await self.ledger.account(order.openid)
+            held = await self.ledger.held(order.openid, -1.0)
+            revoked = max(0, min(order.credits, credits - held))
+            await self.facts.record(OrderRefunded(out_trade_no=order.out_trade_no, openid=order.openid,
+                                                  out_refund_no=out_refund_no, refund_id=refund_id,
+                                                  amount=order.amount, at=at))
+            await self.facts.record(CreditsRevoked(openid=order.openid, out_trade_no=order.out_trade_no,
+                                                   credits=revoked, unlimited_days=order.unlimited_days, at=at))
+        log.info("order %s refunded (%s): %s of %s credits and %s days revoked from %s", order.out_trade_no,
+                 refund_id, revoked, order.credits, order.unlimited_days, order.openid)
+        return await self.ledger.order(order.out_trade_no) or order
 
     # --- uses -----------------------------------------------------------------------------------
     async def reserve(self, req: UseRequest) -> UseReply:

@@ -21,8 +21,10 @@ from bus import __version__, subjects
 from bus.billing import (
     NotifyRequest,
     OpenidRequest,
+    OrderCloseRequest,
     OrderQueryRequest,
     PayCreateRequest,
+    RefundRequest,
     SessionRequest,
     StatsRequest,
     UseReleaseRequest,
@@ -63,6 +65,9 @@ class Endpoints:
             ("account", subjects.BILLING_ACCOUNT, SessionRequest, self.api.account),
             ("use_reserve", subjects.BILLING_USE_RESERVE, UseRequest, self.api.reserve),
             ("use_release", subjects.BILLING_USE_RELEASE, UseReleaseRequest, self.api.release),
+            ("pay_close", subjects.BILLING_PAY_CLOSE, OrderCloseRequest, self.api.close),
+            ("pay_refund", subjects.BILLING_PAY_REFUND, RefundRequest, self.api.refund),
+            ("pay_refund_notify", subjects.BILLING_PAY_REFUND_NOTIFY, NotifyRequest, self.api.refund_notify),
         ]
         for name, subject, request_type, method in routes:
             await self.service.add_endpoint(name=name, subject=subject, handler=self._spawn(request_type, method))

@@ -8,6 +8,10 @@ The one column that is not a fact is an order's ``prepay_id`` (WeChat's handle, 
 Uses: ``use_reserved`` holds one use for a task (``uses``: reserved); the task's ``completed`` fact
 charges it (a credit leaves ``accounts.credits`` then), its ``failed`` fact or ``use_released``
 gives it back. Reserved credits are subtracted when billing decides whether one is left.
+
+Close and refund: ``order_closed`` makes a pending order CLOSED; ``refund_requested`` records the
+(one, full) refund of an order; ``order_refunded`` makes it REFUNDED; ``credits_revoked`` subtracts
+exactly what billing decided to take back (see ``BillingApi.apply_refund``). Balances never go below zero.
 """
 
 from __future__ import annotations
@@ -22,8 +26,10 @@ import aiosqlite
 
 from bus.billing import (
     CHARGED,
+    CLOSED,
     PAID,
     PENDING,
+    REFUNDED,
     RELEASED,
     RESERVED,
     USE_CREDIT,
@@ -31,8 +37,12 @@ from bus.billing import (
     USE_UNLIMITED,
     BillingFact,
     CreditsGranted,
+    CreditsRevoked,
+    OrderClosed,
     OrderCreated,
     OrderPaid,
+    OrderRefunded,
+    RefundRequested,
     UseReleased,
     UseReserved,
 )
@@ -90,6 +100,15 @@ CREATE TABLE IF NOT EXISTS uses (
     settled_at REAL
 );
 CREATE INDEX IF NOT EXISTS uses_by_openid ON uses (openid, day);
+CREATE TABLE IF NOT EXISTS refunds (
+    out_trade_no TEXT PRIMARY KEY,  -- one (full) refund per order
+    out_refund_no TEXT NOT NULL UNIQUE,
+    amount INTEGER NOT NULL,        -- fen
+    status TEXT NOT NULL,           -- PROCESSING | SUCCESS
+    requested_at REAL NOT NULL,
+    refund_id TEXT,
+    refunded_at REAL
+);
 """
 
 #: WeChat Pay and its users keep China time: the free quota and the stats' days are days there.
@@ -181,7 +200,9 @@ class Ledger:
         await self.db.execute("UPDATE uses SET status = ?, settled_at = ? WHERE task_id = ?",
                               (CHARGED, event.at, event.task_id))
         if use == USE_CREDIT:
-            await self.db.execute("UPDATE accounts SET credits = credits - 1 WHERE openid = ?", (event.owner,))
+            # MAX: never below zero, even for a task charged after a refund revoked what was left.
+            await self.db.execute("UPDATE accounts SET credits = MAX(0, credits - 1) WHERE openid = ?",
+                                  (event.owner,))
 
     async def apply_fact(self, fact: BillingFact, stream_seq: int | None) -> bool:
         """Apply a billing fact and its effects atomically; False when it was applied before."""
@@ -222,6 +243,29 @@ class Ledger:
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (fact.dedup_id, fact.openid, fact.credits, fact.unlimited_days, fact.reason, fact.out_trade_no,
                  fact.at))
+        elif isinstance(fact, OrderClosed):
+            await self.db.execute("UPDATE orders SET status = ? WHERE out_trade_no = ? AND status = ?",
+                                  (CLOSED, fact.out_trade_no, PENDING))
+        elif isinstance(fact, RefundRequested):
+            await self.db.execute(
+                "INSERT OR IGNORE INTO refunds (out_trade_no, out_refund_no, amount, status, requested_at) "
+                "VALUES (?, ?, ?, ?, ?)", (fact.out_trade_no, fact.out_refund_no, fact.amount, "PROCESSING", fact.at))
+        elif isinstance(fact, OrderRefunded):
+            await self.db.execute("UPDATE orders SET status = ? WHERE out_trade_no = ? AND status = ?",
+                                  (REFUNDED, fact.out_trade_no, PAID))
+            await self.db.execute("UPDATE refunds SET status = ?, refund_id = ?, refunded_at = ? "
+                                  "WHERE out_trade_no = ?", ("SUCCESS", fact.refund_id, fact.at, fact.out_trade_no))
+        elif isinstance(fact, CreditsRevoked):
+            await self.db.execute("INSERT OR IGNORE INTO accounts (openid) VALUES (?)", (fact.openid,))
+            # The amount was decided by billing (see BillingApi.revocation); MAX only guards the invariant.
+            await self.db.execute(
+                "UPDATE accounts SET credits = MAX(0, credits - ?), unlimited_until = unlimited_until - ? "
+                "WHERE openid = ?", (fact.credits, fact.unlimited_days * DAY, fact.openid))
+            await self.db.execute(
+                "INSERT INTO credit_history (fact_id, openid, credits, unlimited_days, reason, ref, at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (fact.dedup_id, fact.openid, -fact.credits, -fact.unlimited_days, fact.reason, fact.out_trade_no,
+                 fact.at))
         elif isinstance(fact, UseReserved):
             await self.db.execute("INSERT OR IGNORE INTO accounts (openid) VALUES (?)", (fact.openid,))
             await self.db.execute(
@@ -246,6 +290,13 @@ class Ledger:
     async def has_fact(self, fact_id: str) -> bool:
         async with self.db.execute("SELECT 1 FROM facts WHERE id = ?", (fact_id,)) as cur:
             return await cur.fetchone() is not None
+
+    async def refund(self, out_trade_no: str) -> tuple[str, int, str] | None:
+        """(out_refund_no, amount, status) of an order's refund."""
+        async with self.db.execute("SELECT out_refund_no, amount, status FROM refunds WHERE out_trade_no = ?",
+                                   (out_trade_no,)) as cur:
+            row = await cur.fetchone()
+        return (row[0], int(row[1]), row[2]) if row else None
 
     async def account(self, openid: str) -> tuple[int, float]:
         """(credits, unlimited_until) of one user."""
@@ -310,7 +361,8 @@ class Ledger:
         """Everything the facts determine (for comparing a replayed ledger with the original)."""
         out: dict[str, Any] = {}
         for table, order_by in (("orders", "out_trade_no"), ("accounts", "openid"), ("credit_history", "fact_id"),
-                                ("task_events", "task_id, kind"), ("uses", "task_id")):
+                                ("task_events", "task_id, kind"), ("uses", "task_id"),
+                                ("refunds", "out_trade_no")):
             columns = "*" if table != "orders" else _ORDER_COLUMNS.replace(", prepay_id", "")
             async with self.db.execute(f"SELECT {columns} FROM {table} ORDER BY {order_by}") as cur:
                 out[table] = [tuple(r) for r in await cur.fetchall()]

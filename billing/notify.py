@@ -79,3 +79,53 @@ def check_transaction(tx: Transaction, order: Order | None, wechat: WeChatSettin
     if tx.trade_state == SUCCESS and not tx.transaction_id:
         raise NotifyRejected(400, "A successful transaction without a transaction id.")
     return order
+
+
+@dataclass(frozen=True)
+class Refund:
+    """The fields of a WeChat refund notify's resource that decide whether an order is refunded."""
+
+    mchid: str
+    out_trade_no: str
+    out_refund_no: str
+    refund_id: str
+    refund_status: str
+    total: int
+    refund: int
+    #: WeChat's ``success_time`` as a Unix time (0 when not refunded).
+    success_at: float
+
+
+def parse_refund(resource: dict[str, Any]) -> Refund:
+    """The refund inside a decrypted refund notify; malformed → rejected."""
+    try:
+        amount = resource["amount"]
+        success = resource.get("success_time")
+        refund = Refund(
+            mchid=str(resource["mchid"]), out_trade_no=str(resource["out_trade_no"]),
+            out_refund_no=str(resource["out_refund_no"]), refund_id=str(resource.get("refund_id") or ""),
+            refund_status=str(resource["refund_status"]), total=amount["total"], refund=amount["refund"],
+            success_at=datetime.fromisoformat(success).timestamp() if success else 0.0)
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise NotifyRejected(400, "The refund is malformed.") from e
+    for value in (refund.total, refund.refund):
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise NotifyRejected(400, "The refund's amounts are not integer numbers of fen.")
+    return refund
+
+
+def check_refund(refund: Refund, order: Order | None, requested: tuple[str, int, str] | None,
+                 wechat: WeChatSettings) -> Order:
+    """The order this refund returns money for, after checking it matches a refund we asked for."""
+    if refund.mchid != wechat.mchid:
+        raise NotifyRejected(400, "The refund is for another merchant.")
+    if order is None:
+        raise NotifyRejected(404, "No such order.")
+    if requested is None or requested[0] != refund.out_refund_no:
+        raise NotifyRejected(404, "No such refund was requested.")
+    if refund.total != order.amount or refund.refund != requested[1]:
+        raise NotifyRejected(400, f"The refund's amounts ({refund.refund} of {refund.total}) are not the ones "
+                                  "asked for.")
+    if refund.refund_status == SUCCESS and not refund.refund_id:
+        raise NotifyRejected(400, "A successful refund without a refund id.")
+    return order

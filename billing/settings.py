@@ -46,6 +46,9 @@ class WeChatSettings:
     login_api: str = LOGIN_API
     #: Seconds each call to WeChat may take.
     timeout: float = 10.0
+    #: Where WeChat sends refund notifies; by default ``notify_url`` with its last ``/notify`` made
+    #: ``/refund-notify`` (the edge's ``/api/wechat/pay/refund-notify``).
+    refund_notify_url: str | None = None
 
     def __post_init__(self) -> None:
         if len(self.apiv3_key.encode()) != 32:
@@ -56,6 +59,13 @@ class WeChatSettings:
             raise SettingsError("WECHAT_PRIVATE_KEY must be a PEM private key (apiclient_key.pem)")
         for name in ("notify_url", "pay_api", "login_api"):
             object.__setattr__(self, name, _url(name, getattr(self, name)))
+        if self.refund_notify_url is None:
+            head, sep, tail = self.notify_url.rpartition("/notify")
+            if not sep or tail:
+                raise SettingsError("WECHAT_REFUND_NOTIFY_URL is required when WECHAT_NOTIFY_URL does not end "
+                                    "in /notify")
+            object.__setattr__(self, "refund_notify_url", f"{head}/refund-notify")
+        object.__setattr__(self, "refund_notify_url", _url("refund_notify_url", str(self.refund_notify_url)))
 
     @classmethod
     def from_env(cls) -> WeChatSettings | None:
@@ -83,6 +93,7 @@ class WeChatSettings:
             pay_api=env("WECHAT_PAY_API", PAY_API) or PAY_API,
             login_api=env("WECHAT_LOGIN_API", LOGIN_API) or LOGIN_API,
             timeout=env_float("WECHAT_TIMEOUT", 10.0),
+            refund_notify_url=env("WECHAT_REFUND_NOTIFY_URL"),
         )
 
 

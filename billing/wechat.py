@@ -111,6 +111,29 @@ class WeChat:
             raise WeChatError(502, "WeChat Pay could not tell the order's state.")
         return _json(body)
 
+    async def close(self, out_trade_no: str) -> None:
+        """Close an unpaid order at WeChat (204); 409 when WeChat says it was paid meanwhile."""
+        status, body = await self._call("close", self.pay.close(out_trade_no=out_trade_no))
+        if status == 204:
+            return
+        if status == 400 and _json(body).get("code") == "ORDERPAID":
+            raise WeChatError(409, "The order was paid before it could be closed.")
+        log.warning("close of %s failed: HTTP %s %s", out_trade_no, status, _short(body))
+        raise WeChatError(502, "WeChat Pay refused to close the order.")
+
+    async def refund(self, *, out_trade_no: str, out_refund_no: str, amount: int, reason: str) -> dict[str, Any]:
+        """Ask for a full refund (idempotent by ``out_refund_no``); WeChat's refund record, usually
+        ``PROCESSING`` until its refund notify."""
+        status, body = await self._call("refund", self.pay.refund(
+            out_refund_no=out_refund_no, out_trade_no=out_trade_no,
+            amount={"refund": amount, "total": amount, "currency": "CNY"}, reason=reason or None,
+            notify_url=self.settings.refund_notify_url))
+        answer = _json(body)
+        if status != 200 or not answer.get("out_refund_no"):
+            log.warning("refund of %s failed: HTTP %s %s", out_trade_no, status, _short(body))
+            raise WeChatError(502, f"WeChat Pay refused the refund: {str(answer.get('message') or status)[:200]}")
+        return answer
+
     def open_notify(self, headers: dict[str, str], body: bytes) -> dict[str, Any] | None:
         """Verify the notify's signature and decrypt its resource; ``None`` when either fails."""
         try:

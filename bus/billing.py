@@ -106,6 +106,38 @@ class OrderView(Message):
     transaction_id: str | None = None
 
 
+@dataclass(frozen=True)
+class OrderCloseRequest(Message):
+    """``POST /api/wechat/pay/close/{out_trade_no}``: the owner gives up a pending order."""
+
+    TYPE: ClassVar[str] = "pe.v1.billing.order_close"
+
+    token: str
+    out_trade_no: str
+
+
+@dataclass(frozen=True)
+class RefundRequest(Message):
+    """``POST /api/wechat/pay/refund/{out_trade_no}`` (the edge checks the admin token; billing trusts it)."""
+
+    TYPE: ClassVar[str] = "pe.v1.billing.refund_request"
+
+    out_trade_no: str
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class RefundReply(Message):
+    """The refund WeChat accepted; ``status`` is WeChat's (``PROCESSING`` until the refund notify)."""
+
+    TYPE: ClassVar[str] = "pe.v1.billing.refund"
+
+    out_trade_no: str
+    out_refund_no: str
+    amount: int
+    status: str
+
+
 # --- Uses of the service (edge <-> billing) --------------------------------------------------
 #: How a reserved enhancement is paid for: unlimited package, today's free quota, or one credit.
 USE_UNLIMITED, USE_FREE, USE_CREDIT = "unlimited", "free", "credit"
@@ -317,5 +349,81 @@ class UseReleased(BillingFact):
         return f"{self.KIND}:{self.task_id}"
 
 
+@dataclass(frozen=True)
+class OrderClosed(BillingFact):
+    """WeChat closed a pending order at its owner's request: it can no longer be paid."""
+
+    TYPE: ClassVar[str] = "pe.v1.billing.order_closed"
+    KIND: ClassVar[str] = "order_closed"
+
+    out_trade_no: str
+    openid: str
+    at: float
+
+    @property
+    def dedup_id(self) -> str:
+        return f"{self.KIND}:{self.out_trade_no}"
+
+
+@dataclass(frozen=True)
+class RefundRequested(BillingFact):
+    """A full refund of a paid order was asked of WeChat; recorded first, so every refund notify names a
+    refund we know. One per order (``out_refund_no`` is derived from the order), so retries are idempotent."""
+
+    TYPE: ClassVar[str] = "pe.v1.billing.refund_requested"
+    KIND: ClassVar[str] = "refund_requested"
+
+    out_trade_no: str
+    openid: str
+    out_refund_no: str
+    amount: int
+    at: float
+    reason: str = ""
+
+    @property
+    def dedup_id(self) -> str:
+        return f"{self.KIND}:{self.out_trade_no}"
+
+
+@dataclass(frozen=True)
+class OrderRefunded(BillingFact):
+    """WeChat returned the money (verified ``REFUND.SUCCESS`` notify); ``at`` is WeChat's success time."""
+
+    TYPE: ClassVar[str] = "pe.v1.billing.order_refunded"
+    KIND: ClassVar[str] = "order_refunded"
+
+    out_trade_no: str
+    openid: str
+    out_refund_no: str
+    refund_id: str
+    amount: int
+    at: float
+
+    @property
+    def dedup_id(self) -> str:
+        return f"{self.KIND}:{self.out_trade_no}"
+
+
+@dataclass(frozen=True)
+class CreditsRevoked(BillingFact):
+    """What a refunded order's grant loses: exactly these credits and days (decided by billing, so a replay
+    subtracts the same whatever order the ledger saw other facts in)."""
+
+    TYPE: ClassVar[str] = "pe.v1.billing.credits_revoked"
+    KIND: ClassVar[str] = "credits_revoked"
+
+    openid: str
+    out_trade_no: str
+    credits: int
+    at: float
+    unlimited_days: int = 0
+    reason: str = "refund"
+
+    @property
+    def dedup_id(self) -> str:
+        return f"{self.KIND}:{self.out_trade_no}"
+
+
 FACTS: dict[str, type[BillingFact]] = {
-    cls.TYPE: cls for cls in (OrderCreated, OrderPaid, CreditsGranted, UseReserved, UseReleased)}
+    cls.TYPE: cls for cls in (OrderCreated, OrderPaid, CreditsGranted, UseReserved, UseReleased, OrderClosed,
+                              RefundRequested, OrderRefunded, CreditsRevoked)}

@@ -98,3 +98,11 @@ BILLING_USE_RELEASE = f"{PREFIX}.billing.use.release"
 BILLING_ACCOUNT = f"{PREFIX}.billing.account"
 BILLING_PAY_ORDERS = f"{PREFIX}.billing.pay.orders"
 BILLING_PAY_STATS = f"{PREFIX}.billing.pay.stats"
+
+# --- Billing: close, refund, refund notify (appended; same ``pe.billing.>`` permissions) -----------
+#: The owner closes a pending order (WeChat stops accepting payment for it).
+BILLING_PAY_CLOSE = f"{PREFIX}.billing.pay.close"
+#: An operator refunds a paid order (the edge checks the admin token).
+BILLING_PAY_REFUND = f"{PREFIX}.billing.pay.refund"
+#: WeChat's refund notify, headers and raw body as received.
+BILLING_PAY_REFUND_NOTIFY = f"{PREFIX}.billing.pay.refund_notify"

@@ -24,11 +24,14 @@ from bus.billing import (
     NotifyReply,
     NotifyRequest,
     OpenidRequest,
+    OrderCloseRequest,
     OrderQueryRequest,
     OrdersReply,
     OrderView,
     PayCreateReply,
     PayCreateRequest,
+    RefundReply,
+    RefundRequest,
     SessionReply,
     SessionRequest,
     StatsReply,
@@ -59,6 +62,10 @@ AuthHeader = Annotated[str, Header(alias="Authorization", description="Bearer <t
 
 class SignIn(BaseModel):
     code: str = Field(min_length=1, max_length=128, description="The code from wx.login()")
+
+
+class Refund(BaseModel):
+    reason: str = Field(default="", max_length=80, description="Shown to the payer by WeChat")
 
 
 class PayCreate(BaseModel):
@@ -112,25 +119,56 @@ async def pay_create(res: ResourcesDep, body: PayCreate, authorization: AuthHead
 
 @router.get("/pay/query/{out_trade_no}", summary="An order of the caller's (asks WeChat while it is pending)")
 async def pay_query(res: ResourcesDep, out_trade_no: str, authorization: AuthHeader = "") -> dict[str, Any]:
+    reply = await ask(res, subjects.BILLING_PAY_QUERY,
+                      OrderQueryRequest(token=authorization, out_trade_no=_trade_no(out_trade_no)), OrderView)
+    return ok(_public(reply))
+
+
+def _trade_no(out_trade_no: str) -> str:
     if not _TRADE_NO.match(out_trade_no):
         raise ApiError(400, "That is not an order number.", success=False)
-    reply = await ask(res, subjects.BILLING_PAY_QUERY,
-                      OrderQueryRequest(token=authorization, out_trade_no=out_trade_no), OrderView)
+    return out_trade_no
+
+
+@router.post("/pay/close/{out_trade_no}", summary="Close a pending order of the caller's (it can no longer be paid)")
+async def pay_close(res: ResourcesDep, out_trade_no: str, authorization: AuthHeader = "") -> dict[str, Any]:
+    reply = await ask(res, subjects.BILLING_PAY_CLOSE,
+                      OrderCloseRequest(token=authorization, out_trade_no=_trade_no(out_trade_no)), OrderView)
     return ok(_public(reply))
+
+
+@router.post("/pay/refund/{out_trade_no}", summary="Refund a paid order in full (admin token)")
+async def pay_refund(res: ResourcesDep, _: AdminDep, out_trade_no: str, body: Refund | None = None
+                     ) -> dict[str, Any]:
+    reply = await ask(res, subjects.BILLING_PAY_REFUND,
+                      RefundRequest(out_trade_no=_trade_no(out_trade_no), reason=body.reason if body else ""),
+                      RefundReply)
+    return ok(_public(reply))
+
+
+async def _notify(res: Resources, subject: str, request: Request) -> Response:
+    """204 when billing accepted it; otherwise 4xx/5xx with ``{"code": "FAIL", "message": ...}``, and WeChat
+    retries."""
+    message = NotifyRequest(headers=dict(request.headers), body=await request.body())
+    try:
+        await ask(res, subject, message, NotifyReply)
+    except ApiError as e:
+        return JSONResponse({"code": "FAIL", "message": e.message}, status_code=e.status, headers=e.headers)
+    return Response(status_code=204)
 
 
 @router.post("/pay/notify", summary="WeChat Pay's payment notify (v3); answered as WeChat expects",
              status_code=204, response_class=Response)
 @router.post("/pay/notify/", include_in_schema=False, status_code=204, response_class=Response)
 async def pay_notify(res: ResourcesDep, request: Request) -> Response:
-    """204 when billing accepted it; otherwise 4xx/5xx with ``{"code": "FAIL", "message": ...}``, and WeChat
-    retries."""
-    message = NotifyRequest(headers=dict(request.headers), body=await request.body())
-    try:
-        await ask(res, subjects.BILLING_PAY_NOTIFY, message, NotifyReply)
-    except ApiError as e:
-        return JSONResponse({"code": "FAIL", "message": e.message}, status_code=e.status, headers=e.headers)
-    return Response(status_code=204)
+    return await _notify(res, subjects.BILLING_PAY_NOTIFY, request)
+
+
+@router.post("/pay/refund-notify", summary="WeChat Pay's refund notify (v3); answered as WeChat expects",
+             status_code=204, response_class=Response)
+@router.post("/pay/refund-notify/", include_in_schema=False, status_code=204, response_class=Response)
+async def refund_notify(res: ResourcesDep, request: Request) -> Response:
+    return await _notify(res, subjects.BILLING_PAY_REFUND_NOTIFY, request)
 
 
 @router.get("/account", summary="The caller's remaining uses, free uses left today, and history")

@@ -4,14 +4,17 @@ It serves, on a free port of 127.0.0.1, what billing calls:
 
 - ``GET /sns/jscode2session`` (mini-program login; errors as HTTP 200 with ``errcode``, ``text/plain``);
 - ``POST /v3/pay/transactions/jsapi``, ``GET /v3/pay/transactions/out-trade-no/{no}?mchid=``,
-  ``POST /v3/pay/transactions/out-trade-no/{no}/close`` (Pay v3): every request's
+  ``POST /v3/pay/transactions/out-trade-no/{no}/close``, ``POST /v3/refund/domestic/refunds`` (Pay v3):
+  every request's
   ``Authorization: WECHATPAY2-SHA256-RSA2048 ...`` is verified with the merchant's public key (method,
   path with query, timestamp within 5 minutes, nonce, body), and every 2xx answer is signed with the
   platform key and names the WeChat Pay public key id (public-key mode), as WeChat does.
 
 It also plays WeChat's side of a payment: ``pay()`` marks an order paid (the user paid in the
-mini-program) and ``notify()`` builds a notify: the transaction encrypted with AES-256-GCM under the
-APIv3 key, headers signed RSA-SHA256 over ``timestamp\\nnonce\\nbody\\n``. Keys are generated per test run.
+mini-program; refused for a closed order) and ``notify()`` builds a notify: the transaction encrypted
+with AES-256-GCM under the APIv3 key, headers signed RSA-SHA256 over ``timestamp\\nnonce\\nbody\\n``.
+``refund_succeeded()`` completes a refund and ``refund_notify()`` builds its ``REFUND.SUCCESS`` notify
+the same way. Keys are generated per test run.
 """
 
 from __future__ import annotations
@@ -82,6 +85,8 @@ class WeChatStandIn:
         self.codes: dict[str, str] = {}
         self.used_codes: set[str] = set()
         self.orders: dict[str, dict[str, Any]] = {}
+        #: Refunds by out_refund_no: the request's fields and WeChat's state.
+        self.refunds: dict[str, dict[str, Any]] = {}
         #: Requests refused for a bad ``Authorization`` (a test can assert none happened).
         self.auth_failures: list[str] = []
         #: Every Pay v3 request that passed the signature check: (method, path).
@@ -142,6 +147,8 @@ class WeChatStandIn:
         """The user paid in the mini-program: the order becomes SUCCESS. Returns the transaction."""
         with self._lock:
             order = self.orders[out_trade_no]
+            if order["trade_state"] == "CLOSED":
+                raise ValueError(f"order {out_trade_no} is closed: WeChat does not take a payment for it")
             if order["trade_state"] != "SUCCESS":
                 order.update(trade_state="SUCCESS", trade_state_desc="支付成功", success_at=int(time.time()),
                              transaction_id=f"4200{secrets.randbelow(10**24):024d}")
@@ -163,17 +170,37 @@ class WeChatStandIn:
             tx["amount"]["payer_total"] = o["total"]
         return tx
 
+    def refund_succeeded(self, out_refund_no: str) -> dict[str, Any]:
+        """WeChat returned the money: the refund becomes SUCCESS. Returns the refund notify's resource."""
+        with self._lock:
+            refund = self.refunds[out_refund_no]
+            if refund["status"] != "SUCCESS":
+                refund.update(status="SUCCESS", success_at=int(time.time()))
+                self.orders[refund["out_trade_no"]].update(trade_state="REFUND", trade_state_desc="转入退款")
+            r = dict(refund)
+        return {"mchid": self.mchid, "out_trade_no": r["out_trade_no"], "transaction_id": r["transaction_id"],
+                "out_refund_no": out_refund_no, "refund_id": r["refund_id"], "refund_status": "SUCCESS",
+                "success_time": china_time(r["success_at"]), "user_received_account": "支付用户零钱",
+                "amount": {"total": r["total"], "refund": r["refund"], "payer_total": r["total"],
+                           "payer_refund": r["refund"]}}
+
+    def refund_notify(self, resource: dict[str, Any], **kwargs: Any) -> tuple[dict[str, str], bytes]:
+        """A refund notify as WeChat sends it (``REFUND.SUCCESS``, resource ``refund``): (headers, body)."""
+        return self.notify(resource, **{"event_type": "REFUND.SUCCESS", "original_type": "refund",
+                                        "summary": "退款成功", **kwargs})
+
     def notify(self, transaction: dict[str, Any], *, timestamp: int | None = None,
                signing_key: rsa.RSAPrivateKey | None = None, apiv3_key: str | None = None,
-               event_type: str = "TRANSACTION.SUCCESS") -> tuple[dict[str, str], bytes]:
+               event_type: str = "TRANSACTION.SUCCESS", original_type: str = "transaction",
+               summary: str = "支付成功") -> tuple[dict[str, str], bytes]:
         """A payment notify as WeChat sends it: (headers, body). The overrides forge or age it."""
-        nonce, aad = secrets.token_hex(6), "transaction"
+        nonce, aad = secrets.token_hex(6), original_type
         ciphertext = AESGCM((apiv3_key or self.apiv3_key).encode()).encrypt(
             nonce.encode(), json.dumps(transaction, ensure_ascii=False).encode(), aad.encode())
         body = json.dumps({
             "id": str(uuid.uuid4()), "create_time": china_time(time.time()), "resource_type": "encrypt-resource",
-            "event_type": event_type, "summary": "支付成功",
-            "resource": {"original_type": "transaction", "algorithm": "AEAD_AES_256_GCM",
+            "event_type": event_type, "summary": summary,
+            "resource": {"original_type": original_type, "algorithm": "AEAD_AES_256_GCM",
                          "ciphertext": base64.b64encode(ciphertext).decode(), "associated_data": aad,
                          "nonce": nonce},
         }, ensure_ascii=False)
@@ -263,6 +290,8 @@ class WeChatStandIn:
                 return self._error(400, "PARAM_ERROR", "参数错误")
             with self._lock:
                 known = self.orders.get(no)
+                if known is not None and known["trade_state"] == "CLOSED":
+                    return self._error(400, "ORDER_CLOSED", "订单已关闭")
                 if known is not None and (known["total"], known["openid"]) != (total, openid):
                     return self._error(400, "INVALID_REQUEST", "201 商户订单号重复")
                 if known is None:
@@ -295,11 +324,45 @@ class WeChatStandIn:
                 if order["trade_state"] == "SUCCESS":
                     return self._error(400, "ORDERPAID", "订单已支付")
                 order.update(trade_state="CLOSED", trade_state_desc="已关闭")
-            return Response(status_code=204)
+            return Response(status_code=204, headers=self._signed_headers(""))  # WeChat signs the empty body
+
+        async def refund(request: Request) -> Response:
+            body, refused = await self._authorized(request)
+            if refused:
+                return refused
+            data = json.loads(body)
+            amount = data.get("amount") or {}
+            no, out_refund_no = data.get("out_trade_no", ""), data.get("out_refund_no", "")
+            if not (re.fullmatch(r"[A-Za-z0-9_*|@-]{1,64}", out_refund_no) and data.get("notify_url")
+                    and amount.get("currency") == "CNY"):
+                return self._error(400, "PARAM_ERROR", "参数错误")
+            with self._lock:
+                order = self.orders.get(no)
+                if order is None:
+                    return self._error(404, "RESOURCE_NOT_EXISTS", "订单不存在")
+                if order["trade_state"] not in ("SUCCESS", "REFUND"):
+                    return self._error(400, "INVALID_REQUEST", "订单未支付")
+                if amount.get("total") != order["total"] or not (
+                        isinstance(amount.get("refund"), int) and 0 < amount["refund"] <= order["total"]):
+                    return self._error(400, "PARAM_ERROR", "退款金额错误")
+                known = self.refunds.get(out_refund_no)
+                if known is None:  # idempotent by out_refund_no, as WeChat is
+                    known = self.refunds[out_refund_no] = {
+                        "out_trade_no": no, "transaction_id": order["transaction_id"], "total": order["total"],
+                        "refund": amount["refund"], "notify_url": data["notify_url"], "status": "PROCESSING",
+                        "refund_id": f"5030{secrets.randbelow(10**24):024d}", "created_at": int(time.time())}
+                r = dict(known)
+            return self._signed({
+                "refund_id": r["refund_id"], "out_refund_no": out_refund_no, "transaction_id": r["transaction_id"],
+                "out_trade_no": no, "channel": "ORIGINAL", "user_received_account": "支付用户零钱",
+                "create_time": china_time(r["created_at"]), "status": r["status"], "funds_account": "AVAILABLE",
+                "amount": {"total": r["total"], "refund": r["refund"], "payer_total": r["total"],
+                           "payer_refund": r["refund"], "currency": "CNY"}})
 
         return Starlette(routes=[
             Route("/sns/jscode2session", jscode2session),
             Route("/v3/pay/transactions/jsapi", jsapi, methods=["POST"]),
             Route("/v3/pay/transactions/out-trade-no/{no}", query),
             Route("/v3/pay/transactions/out-trade-no/{no}/close", close, methods=["POST"]),
+            Route("/v3/refund/domestic/refunds", refund, methods=["POST"]),
         ])

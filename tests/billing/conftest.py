@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,10 +65,10 @@ def wechat() -> Iterator[WeChatStandIn]:
         standin.stop()
 
 
-@pytest.fixture(scope="session")
-def billing_stack(nats_server: EmbeddedNats, s3_server: EmbeddedS3, wechat: WeChatStandIn, model_dir: Path,
-                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[BillingStack]:
-    root = tmp_path_factory.mktemp("billing")
+@contextmanager
+def running_billing(nats_server: EmbeddedNats, s3_server: EmbeddedS3, wechat: WeChatStandIn, model_dir: Path,
+                    root: Path) -> Iterator[BillingStack]:
+    """An edge and a billing process (WeChat pointed at the stand-in) on the given servers."""
     # The session's model directory: Real-ESRGAN's converted weights are cached there once.
     stack = Stack(nats=nats_server, s3=s3_server, root=root, model_dir=model_dir, extra_env=dict(TEST_ENV))
     db_path = root / "billing.sqlite3"
@@ -85,6 +86,13 @@ def billing_stack(nats_server: EmbeddedNats, s3_server: EmbeddedS3, wechat: WeCh
         if billing is not None:
             billing.stop()
         stack.stop()
+
+
+@pytest.fixture(scope="session")
+def billing_stack(nats_server: EmbeddedNats, s3_server: EmbeddedS3, wechat: WeChatStandIn, model_dir: Path,
+                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[BillingStack]:
+    with running_billing(nats_server, s3_server, wechat, model_dir, tmp_path_factory.mktemp("billing")) as bs:
+        yield bs
 
 
 @pytest.fixture(scope="session")

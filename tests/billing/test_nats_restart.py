@@ -22,9 +22,8 @@ from bus import subjects
 from bus.schemas import TaskEvent
 from photoenhance.servers import EmbeddedNats, EmbeddedS3
 
-from ..conftest import TEST_ENV
-from ..support import ServiceProcess, Stack, wait_until
-from .conftest import FREE_DAILY, BillingStack
+from ..support import wait_until
+from .conftest import BillingStack, running_billing
 from .test_replay import task_recorded
 from .test_wechat_pay import create_order, facts_about, kinds, ledger_credits, query, sign_in
 from .wechat_standin import WeChatStandIn
@@ -45,23 +44,8 @@ def own_nats(tmp_path: Path) -> Iterator[EmbeddedNats]:
 @pytest.fixture
 def own_billing(own_nats: EmbeddedNats, s3_server: EmbeddedS3, wechat: WeChatStandIn, model_dir: Path,
                 tmp_path: Path) -> Iterator[BillingStack]:
-    root = tmp_path / "stack"
-    stack = Stack(nats=own_nats, s3=s3_server, root=root, model_dir=model_dir, extra_env=dict(TEST_ENV))
-    db_path = root / "billing.sqlite3"
-    billing: ServiceProcess | None = None
-    try:
-        stack.start_edge()
-        env = stack.env("billing", BILLING_DB=str(db_path), BILLING_SESSION_SECRET=secrets.token_hex(24),
-                        BILLING_FREE_DAILY=str(FREE_DAILY),
-                        **wechat.billing_env(root / "secrets", f"{stack.url}/api/wechat/pay/notify"))
-        billing = ServiceProcess("billing", env, root / "logs" / "billing.log").start()
-        bs = BillingStack(stack=stack, billing=billing, db_path=db_path)
-        bs.wait_ready()
+    with running_billing(own_nats, s3_server, wechat, model_dir, tmp_path / "stack") as bs:
         yield bs
-    finally:
-        if billing is not None:
-            billing.stop()
-        stack.stop()
 
 
 def deliver(bs: BillingStack, wechat: WeChatStandIn, out_trade_no: str, timeout: float = 60) -> int:

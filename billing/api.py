@@ -292,7 +292,8 @@ class BillingApi:
 
         Decided and recorded (``use_reserved`` on the stream) under one lock, counting uses held by
         tasks still running, so concurrent uploads cannot spend the same last use twice."""
-        openid = self._openid(req.token)
+        anonymous = not req.token
+        openid = f"anon:{req.client[:64]}" if anonymous else self._openid(req.token)
         async with self._reserving:
             held = await self.ledger.use(req.task_id)
             if held is not None:  # the edge retried the same task
@@ -300,7 +301,7 @@ class BillingApi:
                     raise BillingError(409, "This task belongs to someone else.")
                 return UseReply(openid=openid, task_id=req.task_id, use=held[1], status=held[2])
             now = time.time()
-            use = await self._funding(openid, now)
+            use = await (self._anonymous_funding(openid, now) if anonymous else self._funding(openid, now))
             await self.facts.record(UseReserved(openid=openid, task_id=req.task_id, use=use, at=now))
         log.info("task %s: one %s use reserved for %s", req.task_id, use, openid)
         return UseReply(openid=openid, task_id=req.task_id, use=use, status=RESERVED)
@@ -315,6 +316,14 @@ class BillingApi:
             return USE_CREDIT
         free = f"today's {self.settings.free_daily} free uses are spent and " if self.settings.free_daily else ""
         raise BillingError(402, f"No enhancements left: {free}there are no credits; buy a package to continue.")
+
+    async def _anonymous_funding(self, visitor: str, now: float) -> str:
+        """A web visitor has a daily quota of free uses, counted like a user's (a failed task gives one back)."""
+        limit = self.settings.anonymous_daily
+        if limit and await self.ledger.free_used(visitor, china_day(now)) >= limit:
+            raise BillingError(402, f"Today's {limit} free enhancements for visitors are used up; come back "
+                                    "tomorrow, or use the mini-program to buy more.")
+        return USE_FREE
 
     async def release(self, req: UseReleaseRequest) -> UseReply:
         """Give back the use of a task the edge could not queue (only a still-reserved one changes)."""

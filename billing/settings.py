@@ -111,6 +111,8 @@ class BillingSettings:
     notify_window: float = 300.0
     #: Free enhancements per signed-in user per (China-time) day, before credits are used.
     free_daily: int = 3
+    #: Enhancements per day for an anonymous web visitor (by address); 0: unlimited.
+    anonymous_daily: int = 20
     #: A reservation whose task has not ended after this long stops holding a credit (its task was lost).
     reservation_hold: float = 24 * 3600.0
 
@@ -119,6 +121,8 @@ class BillingSettings:
             raise SettingsError("BILLING_SESSION_SECRET (16 characters or more) is required with WeChat")
         if self.session_ttl <= 0 or self.notify_window <= 0:
             raise SettingsError("BILLING_SESSION_TTL and the notify window must be positive")
+        if self.anonymous_daily < 0:
+            raise SettingsError("BILLING_ANONYMOUS_DAILY must be 0 (unlimited) or more")
         if self.free_daily < 0 or self.reservation_hold <= 0:
             raise SettingsError("BILLING_FREE_DAILY must be 0 or more and BILLING_RESERVATION_HOLD positive")
 
@@ -136,5 +140,6 @@ class BillingSettings:
             session_ttl=float(env_int("BILLING_SESSION_TTL", 7 * 24 * 3600)),
             products=parse_products(raw_products) if raw_products else DEFAULT_PRODUCTS,
             free_daily=env_int("BILLING_FREE_DAILY", 3),
+            anonymous_daily=env_int("BILLING_ANONYMOUS_DAILY", 20),
             reservation_hold=env_float("BILLING_RESERVATION_HOLD", 24 * 3600.0),
         )

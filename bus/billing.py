@@ -148,12 +148,14 @@ RESERVED, CHARGED, RELEASED = "reserved", "charged", "released"
 
 @dataclass(frozen=True)
 class UseRequest(Message):
-    """The edge asks, before queueing a mini-program user's task, to reserve one use for it."""
+    """The edge asks, before queueing a task, to reserve one use for it: for a mini-program user
+    (``token``: their session) or for an anonymous web visitor (``client``: a hash of their address)."""
 
     TYPE: ClassVar[str] = "pe.v1.billing.use_request"
 
     token: str
     task_id: str
+    client: str = ""
 
 
 @dataclass(frozen=True)

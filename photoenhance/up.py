@@ -31,6 +31,8 @@ def _service_env(nats: EmbeddedNats | None, s3: EmbeddedS3 | None, role: str, da
     if s3 is not None:
         env.update(s3.env())
     env.setdefault("BILLING_DB", str(data_dir / "billing.sqlite3"))
+    # On one's own machine the visitor is the owner: no daily quota unless asked for.
+    env.setdefault("BILLING_ANONYMOUS_DAILY", "0")
     env["PYTHONUNBUFFERED"] = "1"
     return env
 

@@ -25,7 +25,9 @@ ADMIN_TOKEN = "test-admin-token-0123456789abcdef"
 TEST_ENV = {"TASK_ACK_WAIT": "4", "MAX_UPLOAD_MB": "5", "MAX_INPUT_MEGAPIXELS": "4", "SYNC_TIMEOUT": "120",
             "ENHANCER_CONCURRENCY": "1", "ENHANCER_HEARTBEAT": "1", "ADMIN_TOKEN": ADMIN_TOKEN,
             # The suite sends bursts from one address; test_limits.py checks the limits themselves.
-            "RATE_LIMIT_ENHANCE": "10000/60", "RATE_LIMIT_ACCOUNT": "10000/60"}
+            "RATE_LIMIT_ENHANCE": "10000/60", "RATE_LIMIT_ACCOUNT": "10000/60",
+            # Likewise for the visitors' daily quota (tests/billing/test_anonymous.py checks it).
+            "BILLING_ANONYMOUS_DAILY": "0"}
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, Header, Query, UploadFile
+from fastapi import APIRouter, File, Form, Header, Query, Request, UploadFile
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile as ReceivedFile
 
@@ -12,7 +12,7 @@ from bus.storage import StorageError, display_name, input_key
 from bus.tasks import new_task_id
 
 from .. import dispatch, options
-from ..deps import ResourcesDep
+from ..deps import ResourcesDep, client_address
 from ..errors import ApiError
 from ..images import inspect
 from .wechat import release_use, reserve_use
@@ -24,7 +24,7 @@ OptionalStr = str | None
 
 @router.post("/enhance", summary="Enhance one photo (asynchronous: poll the status, then download)")
 async def enhance(
-    res: ResourcesDep,
+    request: Request, res: ResourcesDep,
     file: Annotated[UploadFile | None, File(description="The photo (JPEG, PNG, WebP, AVIF, BMP, TIFF)")] = None,
     tile_size: Annotated[OptionalStr, Form(description="0 (whole image) or 32–2048; default 400")] = None,
     quality_level: Annotated[OptionalStr, Form(description="fast | medium | high (default)")] = None,
@@ -56,7 +56,7 @@ async def enhance(
 
     name = display_name(file.filename or f"image.{info.format.lower()}")
     task_id = new_task_id()
-    owner = await reserve_use(res, authorization, task_id)
+    owner = await reserve_use(res, authorization, task_id, client_address(request))
     key = input_key(task_id, name)
     try:
         try:

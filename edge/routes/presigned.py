@@ -15,7 +15,7 @@ import time
 from datetime import timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header
+from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
@@ -25,7 +25,7 @@ from bus.storage import ObjectMissing, StorageError, display_name, upload_key
 from bus.tasks import new_task_id
 
 from .. import dispatch, options
-from ..deps import ResourcesDep
+from ..deps import ResourcesDep, client_address
 from ..errors import ApiError
 from ..images import inspect
 from ..views import download_path
@@ -70,7 +70,7 @@ async def presigned_url(res: ResourcesDep, body: PresignRequest | None = None) -
 
 @router.post("/single-process-uploaded-image", summary="Enhance a photo uploaded with a presigned URL; waits")
 async def process_uploaded(
-    res: ResourcesDep, body: ProcessRequest,
+    request: Request, res: ResourcesDep, body: ProcessRequest,
     authorization: Annotated[str | None, Header(description="Bearer <mini-program session>: uses its credits")] = None,
 ) -> JSONResponse:
     started = time.perf_counter()
@@ -99,7 +99,7 @@ async def process_uploaded(
     await dispatch.require_enhancer(res)
     await dispatch.require_room(res)
     task_id = new_task_id()
-    owner = await reserve_use(res, authorization, task_id)
+    owner = await reserve_use(res, authorization, task_id, client_address(request))
     try:
         await dispatch.submit(res, task_id=task_id, input_key=key, input_name=key.rsplit("/", 1)[-1],
                               input_size=len(data), width=info.width, height=info.height, options=opts, owner=owner)

@@ -8,6 +8,7 @@ bus, NATS says so in about a millisecond and the edge answers 503 at once.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 from typing import Annotated, Any, TypeVar
@@ -192,13 +193,27 @@ async def pay_stats(res: ResourcesDep, _: AdminDep,
 
 
 # --- credits, used by the enhance routes ----------------------------------------------------------
-async def reserve_use(res: Resources, authorization: str | None, task_id: str) -> str | None:
-    """For a mini-program session, hold one use for ``task_id`` and return the user's openid.
+def visitor_id(client: str) -> str:
+    """An anonymous visitor's key in billing: a hash of the address, never the address itself."""
+    return hashlib.sha256(f"pe-visitor:{client}".encode()).hexdigest()[:32]
 
-    Without an ``Authorization`` header the request is anonymous web use: ``None``, nothing held.
-    Billing decides (401 bad session, 402 nothing left); the edge only forwards the token."""
+
+async def reserve_use(res: Resources, authorization: str | None, task_id: str, client: str = "") -> str | None:
+    """Hold one use for ``task_id`` and return who pays for it (the user's openid, or ``anon:<hash>``).
+
+    With a mini-program session, billing decides (401 bad session, 402 nothing left). Without one the
+    request is anonymous web use, metered by a daily quota per address; if billing is not on the bus,
+    anonymous use goes on unmetered (``None``) rather than stopping the web page."""
     if not authorization:
-        return None
+        try:
+            reply = await ask(res, subjects.BILLING_USE_RESERVE,
+                              UseRequest(token="", task_id=task_id, client=visitor_id(client)), UseReply)
+        except ApiError as e:
+            if e.status in (503, 504):
+                log.warning("task %s: billing away; anonymous use not metered", task_id)
+                return None
+            raise
+        return reply.openid
     try:
         reply = await ask(res, subjects.BILLING_USE_RESERVE, UseRequest(token=authorization, task_id=task_id),
                           UseReply)

@@ -67,18 +67,18 @@ def wechat() -> Iterator[WeChatStandIn]:
 
 @contextmanager
 def running_billing(nats_server: EmbeddedNats, s3_server: EmbeddedS3, wechat: WeChatStandIn, model_dir: Path,
-                    root: Path) -> Iterator[BillingStack]:
+                    root: Path, **env: str) -> Iterator[BillingStack]:
     """An edge and a billing process (WeChat pointed at the stand-in) on the given servers."""
     # The session's model directory: Real-ESRGAN's converted weights are cached there once.
-    stack = Stack(nats=nats_server, s3=s3_server, root=root, model_dir=model_dir, extra_env=dict(TEST_ENV))
+    stack = Stack(nats=nats_server, s3=s3_server, root=root, model_dir=model_dir, extra_env={**TEST_ENV, **env})
     db_path = root / "billing.sqlite3"
     billing: ServiceProcess | None = None
     try:
         stack.start_edge()
-        env = stack.env("billing", BILLING_DB=str(db_path), BILLING_SESSION_SECRET=secrets.token_hex(24),
+        billing_env = stack.env("billing", BILLING_DB=str(db_path), BILLING_SESSION_SECRET=secrets.token_hex(24),
                         BILLING_FREE_DAILY=str(FREE_DAILY),
                         **wechat.billing_env(root / "secrets", f"{stack.url}/api/wechat/pay/notify"))
-        billing = ServiceProcess("billing", env, root / "logs" / "billing.log").start()
+        billing = ServiceProcess("billing", billing_env, root / "logs" / "billing.log").start()
         bs = BillingStack(stack=stack, billing=billing, db_path=db_path)
         bs.wait_ready()
         yield bs

@@ -47,7 +47,8 @@ def task_recorded(db: Path, task_id: str) -> bool:
 
 
 async def realistic_run(bs: BillingStack, wechat: WeChatStandIn, nc: Client) -> dict[str, int]:
-    """Three users buy every product; duplicates, a forgery, a lost notify, an unpaid order, a task."""
+    """Three users buy every product; duplicates, a forgery, a lost notify, an unpaid order, a task fact
+    and the same fact redelivered. (Refunds replay in test_close_refund.py.)"""
     credits: dict[str, int] = {}
     async with httpx.AsyncClient(timeout=30) as client:
         for product, expected in (("basic", 10), ("premium", 100), ("unlimited", 0)):
@@ -74,6 +75,11 @@ async def realistic_run(bs: BillingStack, wechat: WeChatStandIn, nc: Client) -> 
                                  headers={subjects.MSG_ID_HEADER: event.dedup_id})
     await asyncio.to_thread(wait_until, lambda: task_recorded(bs.db_path, event.task_id), 30,
                             "billing to follow the task fact")
+    # The same fact delivered again past JetStream's de-duplication window (a new message id): the
+    # ledger applies each task once, so nothing changes — live or on replay.
+    await nc.jetstream().publish(subjects.task_event("completed"), event.encode(),
+                                 headers={subjects.MSG_ID_HEADER: f"{event.dedup_id}:redelivered"})
+    await nc.flush()
     return credits
 
 

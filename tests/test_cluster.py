@@ -3,6 +3,7 @@ during a run of jobs; no job is lost and the services reconnect on their own."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +21,18 @@ from .test_enhance_e2e import finish, submit
 def cluster(tmp_path: Path) -> Iterator[EmbeddedNatsCluster]:
     with EmbeddedNatsCluster(tmp_path / "cluster") as c:
         yield c
+
+
+def submit_retrying(http: httpx.Client, data: bytes, name: str, deadline: float = 90) -> str:
+    """Submit as a well-behaved client does: on 503, wait for Retry-After and try again."""
+    end = time.monotonic() + deadline
+    while True:
+        r = http.post("/api/v1/enhance?scale=2&quality_level=fast", files={"file": (name, data, "image/jpeg")})
+        if r.status_code != 503 or time.monotonic() > end:
+            assert r.status_code == 200, r.text
+            return r.json()["task_id"]
+        assert int(r.headers["retry-after"]) > 0
+        time.sleep(1)  # a client honouring Retry-After, shortened for the test
 
 
 @pytest.mark.timeout(600)
@@ -40,8 +53,8 @@ def test_a_node_stops_mid_run_and_nothing_is_lost(cluster: EmbeddedNatsCluster, 
             cluster.nodes[0].kill()
 
             # Accepted tasks finish; new ones are accepted and finish too: clients reconnected by themselves.
-            ids += [submit(http, data, f"late{i}.jpg", scale="2", quality_level="fast")
-                    for i, data in enumerate(jpeg[8:])]
+            # While JetStream elects new leaders the edge may answer 503 with Retry-After; a client retries.
+            ids += [submit_retrying(http, data, f"late{i}.jpg") for i, data in enumerate(jpeg[8:])]
             for task_id in ids:
                 assert finish(http, task_id, timeout=180)["status"] == "completed", task_id
             assert http.get(f"/api/v1/download/{ids[-1]}").status_code == 200

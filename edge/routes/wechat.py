@@ -195,7 +195,7 @@ async def pay_stats(res: ResourcesDep, _: AdminDep,
 # --- credits, used by the enhance routes ----------------------------------------------------------
 def visitor_id(client: str) -> str:
     """An anonymous visitor's key in billing: a hash of the address, never the address itself."""
-    return hashlib.sha256(f"pe-visitor:{client}".encode()).hexdigest()[:32]
+    return hashlib.sha256(f"visitor:{client}".encode()).hexdigest()[:32]
 
 
 async def reserve_use(res: Resources, authorization: str | None, task_id: str, client: str = "") -> str | None:

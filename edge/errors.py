@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from bus.retry import TRANSIENT, BusUnavailable
+from bus.storage import ObjectMissing, StorageError
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,15 @@ def install(app: FastAPI) -> None:
 
     for kind in (BusUnavailable, *TRANSIENT):
         app.add_exception_handler(kind, on_bus_down)
+
+    @app.exception_handler(StorageError)
+    async def on_storage_down(request: Request, exc: StorageError) -> JSONResponse:
+        if isinstance(exc, ObjectMissing):  # a route that expects a missing object catches it itself
+            log.error("object missing on %s %s: %s", request.method, request.url.path, exc)
+            return error_response(404, "The file is no longer available.")
+        log.warning("storage unavailable on %s %s: %s", request.method, request.url.path, exc)
+        return error_response(503, "Storage is unavailable right now; please try again in a moment.",
+                              {"Retry-After": "10"})
 
     @app.exception_handler(Exception)
     async def on_crash(request: Request, exc: Exception) -> JSONResponse:

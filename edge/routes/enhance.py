@@ -8,7 +8,7 @@ from fastapi import APIRouter, File, Form, Header, Query, Request, UploadFile
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile as ReceivedFile
 
-from bus.storage import StorageError, display_name, input_key
+from bus.storage import display_name, input_key
 from bus.tasks import new_task_id
 
 from .. import dispatch, options
@@ -59,11 +59,7 @@ async def enhance(
     owner = await reserve_use(res, authorization, task_id, client_address(request))
     key = input_key(task_id, name)
     try:
-        try:
-            await res.store.put_stream(key, file.file, size, info.content_type)
-        except StorageError as e:
-            raise ApiError(503, "Storage is unavailable right now; please try again in a moment.",
-                           headers={"Retry-After": "10"}) from e
+        await res.store.put_stream(key, file.file, size, info.content_type)  # StorageError → 503 (errors.py)
         state = await dispatch.submit(res, task_id=task_id, input_key=key, input_name=name, input_size=size,
                                       width=info.width, height=info.height, options=opts, owner=owner)
     except BaseException as e:

@@ -21,7 +21,7 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from bus.schemas import COMPLETED
-from bus.storage import ObjectMissing, StorageError, display_name, upload_key
+from bus.storage import ObjectMissing, display_name, upload_key
 from bus.tasks import new_task_id
 
 from .. import dispatch, options
@@ -50,20 +50,12 @@ class ProcessRequest(BaseModel):
     face_enhance: bool | str | None = None
 
 
-def _unavailable(e: Exception) -> ApiError:
-    return ApiError(503, "Storage is unavailable right now; please try again in a moment.",
-                    headers={"Retry-After": "10"})
-
-
 @router.post("/upload/presigned-url", summary="A presigned URL to PUT one photo to storage")
 async def presigned_url(res: ResourcesDep, body: PresignRequest | None = None) -> dict[str, Any]:
     name = display_name((body.filename if body else None) or "photo.jpg")
     key = upload_key(secrets.token_urlsafe(24), name)
     expires = res.settings.presign_seconds
-    try:
-        url = await res.store.presigned_put(key, timedelta(seconds=expires))
-    except StorageError as e:
-        raise _unavailable(e) from e
+    url = await res.store.presigned_put(key, timedelta(seconds=expires))
     return {"success": True, "presigned_url": url, "file_key": key, "cos_key": key, "method": "PUT",
             "expires_in": expires, "max_size": res.settings.max_upload_bytes}
 
@@ -92,8 +84,6 @@ async def process_uploaded(
         data = await res.store.get_bytes(key)
     except ObjectMissing as e:
         raise ApiError(404, "Nothing was uploaded under this file_key (or it has expired).") from e
-    except StorageError as e:
-        raise _unavailable(e) from e
     info = await run_in_threadpool(inspect, io.BytesIO(data), max_pixels=settings.max_input_pixels)
     fetched = time.perf_counter()
     await dispatch.require_enhancer(res)
@@ -114,11 +104,8 @@ async def process_uploaded(
     if final.status != COMPLETED or not final.output_key:
         return JSONResponse(status_code=422, content={"success": False, "task_id": task_id, "status": final.status,
                                                       "error": final.error or "Enhancement failed."})
-    try:
-        url = await res.store.presigned_get(final.output_key, timedelta(seconds=settings.presign_seconds),
-                                            filename=final.output_name)
-    except StorageError as e:
-        raise _unavailable(e) from e
+    url = await res.store.presigned_get(final.output_key, timedelta(seconds=settings.presign_seconds),
+                                        filename=final.output_name)
     total = time.perf_counter() - started
     return JSONResponse({
         "success": True, "task_id": task_id, "status": final.status,

@@ -9,7 +9,7 @@ from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 
 from bus.schemas import COMPLETED, TaskState
-from bus.storage import ObjectMissing, StorageError
+from bus.storage import ObjectMissing
 from bus.tasks import is_task_id
 
 from ..deps import ResourcesDep
@@ -51,9 +51,6 @@ async def download(task_id: str, res: ResourcesDep) -> StreamingResponse:
         chunks = await res.store.open_stream(state.output_key)
     except ObjectMissing as e:
         raise ApiError(404, "The result has expired and is no longer available.") from e
-    except StorageError as e:
-        raise ApiError(503, "Storage is unavailable right now; please try again in a moment.",
-                       headers={"Retry-After": "10"}) from e
     headers = {"Content-Disposition": content_disposition(state.output_name or "image_enhanced.jpg"),
                "Cache-Control": "private, max-age=3600"}
     if state.output_size:

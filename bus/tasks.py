@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Callable
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
+from . import subjects
 from .codec import SchemaError
 from .retry import retrying
 from .schemas import TaskState
@@ -62,7 +63,7 @@ class TaskStore:
             return None
         if entry.value is None:  # expired (nats-py may return an empty entry instead of raising)
             return None
-        return TaskState.decode(entry.value, subject=f"$KV.{self.kv._name}.{task_id}"), entry.revision
+        return TaskState.decode(entry.value, subject=f"$KV.{subjects.TASKS_BUCKET}.{task_id}"), entry.revision
 
     async def get(self, task_id: str) -> TaskState | None:
         found = await self.entry(task_id)

@@ -46,12 +46,12 @@ async def _one(client: httpx.AsyncClient, path: Path, out_dir: Path, params: dic
         bar = tqdm(total=100, desc=path.name[:30], position=position, leave=True, unit="%",
                    bar_format="{desc:<30} {percentage:3.0f}%|{bar}| {postfix}")
         try:
-            with path.open("rb") as fh:
-                resp = await client.post("/api/v1/enhance", files={"file": (path.name, fh)}, data=params)
-            while resp.status_code == 429:
-                await asyncio.sleep(float(resp.headers.get("retry-after", "2")))
+            while True:  # a busy service answers 429 with Retry-After: wait as told, then send again
                 with path.open("rb") as fh:
                     resp = await client.post("/api/v1/enhance", files={"file": (path.name, fh)}, data=params)
+                if resp.status_code != 429:
+                    break
+                await asyncio.sleep(float(resp.headers.get("retry-after", "2")))
             if resp.status_code != 200:
                 raise _error(resp)
             task_id = resp.json()["task_id"]

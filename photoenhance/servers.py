@@ -243,10 +243,6 @@ class EmbeddedS3(_Process):
         self.stop()
         raise ServerError(f"S3 server did not become ready within {timeout:.0f}s; log: {self.log_path}")
 
-    def restart(self, timeout: float = 60) -> None:
-        """Stop and start again on the same ports and data (fault tests, ``up`` recovery)."""
-        self.stop()
-        self.start(timeout)
 
 
 @dataclass

@@ -244,7 +244,6 @@ class EmbeddedS3(_Process):
         raise ServerError(f"S3 server did not become ready within {timeout:.0f}s; log: {self.log_path}")
 
 
-
 @dataclass
 class EmbeddedNatsCluster:
     """Three (or five) ``nats-server`` nodes routed into one JetStream cluster on loopback.

@@ -150,6 +150,8 @@ class TaskState(Message):
     tile_size: int = 400
     face_enhance: bool | None = None
     owner: str | None = None
+    #: The job's sequence in the work-queue stream: how the edge tells a queued task its place.
+    queue_seq: int | None = None
     stage: str = QUEUED
     message: str = ""
     progress: float = 0.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -20,14 +21,19 @@ from .metrics import MetricsMiddleware
 from .metrics import router as metrics_router
 from .ratelimit import Limit, RateLimitMiddleware, Rule
 from .resources import open_resources
-from .routes import enhance, presigned, servers, system, tasks, wechat
+from .routes import enhance, events, presigned, servers, system, tasks, wechat
 from .settings import EdgeSettings
 
+log = logging.getLogger(__name__)
 
-def web_root(web_dir: Path) -> Path:
-    """The built page (``web/dist``) when there is one, else the placeholder (``web/public``)."""
-    dist = web_dir / "dist"
-    return dist if (dist / "index.html").exists() else web_dir / "public"
+
+def web_root(web_dir: Path) -> Path | None:
+    """The built page (``web/dist``, or ``web_dir`` itself when it holds an ``index.html``)."""
+    for root in (web_dir / "dist", web_dir):
+        if (root / "index.html").is_file():
+            return root
+    log.warning("no built web page under %s (run `make web`); serving the API only", web_dir)
+    return None
 
 
 class WebMount(Mount):
@@ -61,10 +67,10 @@ def create_app(settings: EdgeSettings) -> FastAPI:
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_credentials=True,
                            allow_methods=["GET", "POST"], allow_headers=["Authorization", "Content-Type"])
-    for module in (enhance, tasks, presigned, system, servers, wechat):
+    for module in (enhance, tasks, events, presigned, system, servers, wechat):
         app.include_router(module.router)
     app.include_router(metrics_router)
     root = web_root(settings.web_dir)
-    if root.is_dir():
+    if root is not None:
         app.router.routes.append(WebMount("/", app=StaticFiles(directory=root, html=True), name="web"))
     return app

@@ -9,10 +9,13 @@ import nats.errors
 import nats.js.errors
 
 from bus import retrying, subjects
-from bus.schemas import QUEUED, EnhanceJob, EnhanceOptions, TaskState
+from bus.schemas import FAILED, QUEUED, EnhanceJob, EnhanceOptions, TaskState
 
 from .errors import ApiError
 from .resources import Resources
+
+#: The stage of a task cancelled while it waited (its status is ``failed``, so every client sees it end).
+CANCELLED = "cancelled"
 
 #: How long the edge waits for the first enhancer to answer a presence ping.
 PING_TIMEOUT = 1.0
@@ -77,12 +80,36 @@ async def submit(
                      owner=owner, submitted_at=now)
     try:
         # Idempotent thanks to Nats-Msg-Id: a retry after a lost acknowledgement is dropped as a duplicate.
-        await retrying(lambda: res.js.publish(subjects.JOBS_SUBJECT, job.encode(), headers={
+        ack = await retrying(lambda: res.js.publish(subjects.JOBS_SUBJECT, job.encode(), headers={
             subjects.MSG_ID_HEADER: task_id, subjects.TYPE_HEADER: EnhanceJob.TYPE}), what=f"task {task_id}: queue")
     except nats.js.errors.APIError as e:  # the stream is full (a race past require_room): undo, refuse
         await res.tasks.kv.delete(task_id)
         raise _busy(res.settings.tasks.queue_limit) from e
-    return state
+    # Remember the job's place in the stream (for "N ahead of you"), unless a worker has it already.
+    recorded = await res.tasks.update(task_id, lambda s: s.replace(queue_seq=ack.seq)
+                                      if s.status == QUEUED and s.queue_seq is None else None)
+    return recorded or state
+
+
+async def queue_position(res: Resources, state: TaskState) -> int | None:
+    """A queued task's place in line (1 = next), from the consumer's delivery cursor: every job
+    after the last one handed out and before this one is still waiting. ``None`` when not queued."""
+    if state.status != QUEUED or state.queue_seq is None:
+        return None
+    info = await retrying(lambda: res.js.consumer_info(subjects.JOBS_STREAM, subjects.JOBS_CONSUMER),
+                          what="queue position")
+    delivered = info.delivered.stream_seq if info.delivered else 0
+    return max(1, state.queue_seq - (delivered or 0))
+
+
+async def cancel(res: Resources, task_id: str) -> TaskState | None:
+    """Fail a task that is still waiting (a worker that later pulls its job finds it final and drops
+    it). Returns the cancelled record, or ``None`` when it is no longer queued."""
+    now = time.time()
+    state = await res.tasks.update(task_id, lambda s: s.replace(
+        status=FAILED, stage=CANCELLED, message="Cancelled", error="Cancelled by the user before it started.",
+        finished_at=now, updated_at=now) if s.status == QUEUED else None)
+    return state if state is not None and state.stage == CANCELLED else None
 
 
 async def wait_final(res: Resources, task_id: str, timeout: float) -> TaskState | None:

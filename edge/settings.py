@@ -38,7 +38,9 @@ class EdgeSettings:
     admin_token: str | None = field(default=None, repr=False)
     #: Origins allowed by CORS (comma-separated in CORS_ORIGINS); empty: same-origin only.
     cors_origins: tuple[str, ...] = ()
-    #: Directory of the web page (built assets or the placeholder).
+    #: Most photos the web page sends in one batch (each is its own task; this only guides the page).
+    max_batch: int = 20
+    #: Directory of the web page (its build, ``dist/``, is served at ``/``).
     web_dir: Path = WEB_DIR
     #: Heartbeats an enhancer may miss before the registry calls it unhealthy.
     missed_beats: int = 3
@@ -54,6 +56,8 @@ class EdgeSettings:
             raise SettingsError(f"EDGE_PORT must be a TCP port, got {self.port}")
         if self.max_upload_bytes < 1024:
             raise SettingsError("MAX_UPLOAD_MB is too small")
+        if not 1 <= self.max_batch <= 1000:
+            raise SettingsError(f"WEB_MAX_BATCH must be between 1 and 1000, got {self.max_batch}")
         if "*" in self.cors_origins:
             raise SettingsError("CORS_ORIGINS must list origins; '*' is not allowed")
 
@@ -72,6 +76,7 @@ class EdgeSettings:
             presign_seconds=env_int("PRESIGN_SECONDS", 3600),
             admin_token=env_secret("ADMIN_TOKEN"),
             cors_origins=origins,
+            max_batch=env_int("WEB_MAX_BATCH", 20),
             web_dir=Path(env("WEB_DIR", str(WEB_DIR)) or WEB_DIR),
             missed_beats=env_int("REGISTRY_MISSED_BEATS", 3),
             forget_after=env_float("REGISTRY_FORGET_AFTER", 300.0),

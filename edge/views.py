@@ -11,7 +11,7 @@ def download_path(task_id: str) -> str:
     return f"/api/v1/download/{task_id}"
 
 
-def task_status(state: TaskState) -> dict[str, Any]:
+def task_status(state: TaskState, queue_position: int | None = None) -> dict[str, Any]:
     done = state.status == COMPLETED
     url = download_path(state.task_id) if done else None
     body: dict[str, Any] = {
@@ -20,6 +20,7 @@ def task_status(state: TaskState) -> dict[str, Any]:
         "stage": state.stage,
         "message": state.message,
         "progress": round(state.progress, 4),
+        "queue_position": queue_position,
         "result_url": url,
         "download_url": url,  # the original's README promised this key; clients may read either
         "error": state.error,

@@ -12,10 +12,12 @@ from bus.schemas import COMPLETED, TaskState
 from bus.storage import ObjectMissing
 from bus.tasks import is_task_id
 
+from .. import dispatch
 from ..deps import ResourcesDep
 from ..errors import ApiError
 from ..resources import Resources
 from ..views import task_status
+from .wechat import release_use
 
 router = APIRouter(prefix="/api/v1", tags=["tasks"])
 
@@ -36,9 +38,28 @@ def content_disposition(filename: str) -> str:
     return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
 
 
-@router.get("/status/{task_id}", summary="Where a task is: queued, processing (with progress), completed or failed")
+async def status_view(res: Resources, state: TaskState) -> dict[str, Any]:
+    """The status JSON, with the place in line while the task waits."""
+    return task_status(state, await dispatch.queue_position(res, state))
+
+
+@router.get("/status/{task_id}", summary="Where a task is: queued (and its place in line), processing (with "
+                                         "progress), completed or failed")
 async def status(task_id: str, res: ResourcesDep) -> dict[str, Any]:
-    return task_status(await load_task(res, task_id))
+    return await status_view(res, await load_task(res, task_id))
+
+
+@router.post("/tasks/{task_id}/cancel", summary="Cancel a task that has not started yet",
+             responses={409: {"description": "The task has already started or finished"}})
+async def cancel(task_id: str, res: ResourcesDep) -> dict[str, Any]:
+    state = await load_task(res, task_id)
+    cancelled = await dispatch.cancel(res, task_id)
+    if cancelled is None:
+        current = await res.tasks.get(task_id) or state
+        raise ApiError(409, f"The task can no longer be cancelled: it is {current.status}.",
+                       current_status=current.status, task_id=task_id)
+    await release_use(res, cancelled.owner, task_id, "cancelled by the user")
+    return task_status(cancelled)
 
 
 @router.get("/download/{task_id}", summary="The enhanced image", response_class=StreamingResponse)

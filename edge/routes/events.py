@@ -1,0 +1,124 @@
+"""``GET /api/v1/events/{task_id}``: a task's status and live progress, pushed (server-sent events).
+
+Two sources are merged into one stream: the task's KV record (every change, durable) and the
+enhancer's live ``pe.progress.<task>`` messages (frequent, not persisted). While the task waits,
+its place in line is refreshed. The stream ends after the final status, so a browser's
+``EventSource`` is told exactly when to stop; polling ``/status`` stays the fallback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends
+from fastapi.sse import EventSourceResponse, ServerSentEvent
+from nats.aio.msg import Msg
+
+from bus import subjects
+from bus.codec import SchemaError
+from bus.schemas import TaskProgress, TaskState
+
+from .. import dispatch
+from ..deps import ResourcesDep
+from ..resources import Resources
+from ..views import task_status
+from .tasks import load_task
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/api/v1", tags=["tasks"])
+
+#: Seconds between refreshes of a waiting task's place in line.
+POSITION_EVERY = 2.0
+#: A stream is closed after this long (the browser reconnects and gets the current status first).
+MAX_STREAM_SECONDS = 30 * 60.0
+
+
+async def existing_task(task_id: str, res: ResourcesDep) -> TaskState:
+    """Resolved before the stream starts, so an unknown id is a plain 404, not an empty stream."""
+    return await load_task(res, task_id)
+
+
+class _Merged:
+    """Record changes and progress messages in arrival order; progress may be dropped, records not."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        self.progress_waiting = 0
+
+    def record(self, state: TaskState) -> None:
+        self.queue.put_nowait(("status", state))
+
+    async def on_progress(self, msg: Msg) -> None:
+        if self.progress_waiting > 8:  # a slow reader gets the latest progress, not a backlog
+            return
+        try:
+            progress = TaskProgress.decode(msg.data, subject=msg.subject)
+        except SchemaError as e:
+            log.warning("ignoring a malformed progress message: %s", e)
+            return
+        self.progress_waiting += 1
+        self.queue.put_nowait(("progress", progress))
+
+
+async def _follow(res: Resources, task_id: str, merged: _Merged) -> None:
+    try:
+        async for state in res.tasks.watch(task_id):
+            merged.record(state)
+            if state.final:
+                return
+    except Exception as e:  # the bus went away: end the stream; the browser reconnects or polls
+        log.warning("task %s: event stream lost its record watch: %s", task_id, e)
+        merged.queue.put_nowait(("end", None))
+
+
+async def _positions(res: Resources, merged: _Merged) -> None:
+    while True:
+        await asyncio.sleep(POSITION_EVERY)
+        merged.queue.put_nowait(("position", None))
+
+
+@router.get("/events/{task_id}", response_class=EventSourceResponse,
+            summary="Status and live progress of a task as server-sent events (ends after the final status)")
+async def events(task: Annotated[TaskState, Depends(existing_task)],
+                 res: ResourcesDep) -> AsyncIterator[ServerSentEvent]:
+    merged = _Merged()
+    task_id = task.task_id
+    sub = await res.nc.subscribe(subjects.progress(task_id), cb=merged.on_progress)
+    follower = asyncio.create_task(_follow(res, task_id, merged))
+    ticker = asyncio.create_task(_positions(res, merged))
+    state, sent = task, None
+    deadline = asyncio.get_running_loop().time() + MAX_STREAM_SECONDS
+    try:
+        while True:
+            try:
+                kind, item = await asyncio.wait_for(merged.queue.get(),
+                                                    deadline - asyncio.get_running_loop().time())
+            except TimeoutError:
+                return
+            if kind == "end":
+                return
+            if kind == "progress":
+                merged.progress_waiting -= 1
+                if not state.final:
+                    yield ServerSentEvent(event="progress", data={
+                        "task_id": task_id, "stage": item.stage, "progress": round(item.progress, 4),
+                        "message": item.message})
+                continue
+            if kind == "status":
+                state = item
+            body = task_status(state, await dispatch.queue_position(res, state))
+            if body != sent:
+                sent = body
+                yield ServerSentEvent(event="status", data=body)
+            if state.final:
+                return
+    finally:
+        follower.cancel()
+        ticker.cancel()
+        with contextlib.suppress(Exception):
+            await sub.unsubscribe()

@@ -103,6 +103,8 @@ def test_events_push_status_and_live_progress_and_end_with_the_task(http: httpx.
     assert r.status_code == 404 and "not found" in r.json()["error"]
 
 
-def test_info_tells_the_page_its_limits(http: httpx.Client) -> None:
-    limits = http.get("/api/v1/info").json()["limits"]
-    assert limits["max_batch"] == 20 and limits["max_upload_mb"] == 5
+def test_info_tells_the_page_its_limits_and_features(http: httpx.Client) -> None:
+    info = http.get("/api/v1/info").json()
+    assert info["limits"]["max_batch"] == 20 and info["limits"]["max_upload_mb"] == 5
+    # The suite's enhancer has no GFPGAN weights (none can be downloaded), so the page must not offer it.
+    assert info["features"] == {"face_restoration": False}

@@ -85,6 +85,8 @@ async def info(res: ResourcesDep) -> dict[str, Any]:
                    "max_input_megapixels": settings.max_input_pixels / 1e6, "formats": SUPPORTED_TEXT,
                    "max_batch": settings.max_batch, "scales": list(SCALES), "quality_levels": list(QUALITIES),
                    "tile_size": "0 (whole image) or 32-2048", "retention_hours": settings.tasks.retention_hours},
+        # What the page may offer: face restoration only when some healthy enhancer has GFPGAN's weights.
+        "features": {"face_restoration": any("gfpgan" in e["engines"] for e in enhancers if e["status"] == "healthy")},
         "enhancers": enhancers,
         "queue": queue if ok else None,
     }

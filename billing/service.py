@@ -43,8 +43,10 @@ async def serve(settings: BillingSettings, stop: asyncio.Event) -> None:
         finally:
             stop.set()
             stopping.cancel()
-            await endpoints.stop()
+            log.info("billing stopping: answering the requests in hand (at most %.0f s)", settings.drain_timeout)
+            await endpoints.stop(settings.drain_timeout)
             await asyncio.gather(following, return_exceptions=True)
+            log.info("billing stopped")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -115,6 +115,9 @@ class BillingSettings:
     anonymous_daily: int = 20
     #: A reservation whose task has not ended after this long stops holding a credit (its task was lost).
     reservation_hold: float = 24 * 3600.0
+    #: On SIGTERM, seconds to finish the requests in hand (under the edge's 25 s wait for an answer);
+    #: one still running then is answered 503 (try again) and abandoned.
+    drain_timeout: float = 20.0
 
     def __post_init__(self) -> None:
         if self.wechat is not None and (not self.session_secret or len(self.session_secret) < 16):
@@ -125,6 +128,8 @@ class BillingSettings:
             raise SettingsError("BILLING_ANONYMOUS_DAILY must be 0 (unlimited) or more")
         if self.free_daily < 0 or self.reservation_hold <= 0:
             raise SettingsError("BILLING_FREE_DAILY must be 0 or more and BILLING_RESERVATION_HOLD positive")
+        if self.drain_timeout <= 0:
+            raise SettingsError("BILLING_DRAIN_TIMEOUT must be positive")
 
     def product(self, product_id: str) -> Product | None:
         return next((p for p in self.products if p.id == product_id), None)
@@ -142,4 +147,5 @@ class BillingSettings:
             free_daily=env_int("BILLING_FREE_DAILY", 3),
             anonymous_daily=env_int("BILLING_ANONYMOUS_DAILY", 20),
             reservation_hold=env_float("BILLING_RESERVATION_HOLD", 24 * 3600.0),
+            drain_timeout=env_float("BILLING_DRAIN_TIMEOUT", 20.0),
         )

@@ -3,6 +3,7 @@ with a clear sentence, and no worker dies."""
 
 from __future__ import annotations
 
+import functools
 import io
 import struct
 import zlib
@@ -47,6 +48,30 @@ def png_declaring(width: int, height: int) -> bytes:
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+@functools.cache
+def real_png_bomb(width: int, height: int, channels: int = 1) -> bytes:
+    """A valid PNG that really decodes to ``width`` x ``height`` (all black): a few hundred KB on the wire,
+    hundreds of MB once decoded; making it takes no such memory here."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    color_type = {1: 0, 3: 2}[channels]
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, color_type, 0, 0, 0)
+    # Each block of rows is deflated once and repeated: after a full flush the compressor starts afresh,
+    # so every copy is the same bytes. The zlib header and Adler-32 are added by hand (they are correct).
+    rows = 256
+    block = b"\0" * ((width * channels + 1) * rows)  # each row: filter byte 0, then black pixels
+    tail_rows = b"\0" * ((width * channels + 1) * (height % rows))
+    raw = zlib.compressobj(9, zlib.DEFLATED, -15)
+    piece = raw.compress(block) + raw.flush(zlib.Z_FULL_FLUSH)
+    tail = raw.compress(tail_rows) + raw.flush()
+    adler = 1
+    for _ in range(height // rows):
+        adler = zlib.adler32(block, adler)
+    idat = b"\x78\xda" + piece * (height // rows) + tail + struct.pack(">I", zlib.adler32(tail_rows, adler))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
 
 
 def corrupt_png_crc() -> bytes:
@@ -112,6 +137,10 @@ CASES = [
     Case("GIF", lambda: encode(small(), "GIF"), "x.gif", "image/gif", status=415),
     Case("bomb 30000x30000 declared", lambda: png_declaring(30000, 30000), "b.png", "image/png", status=413),
     Case("bomb 10000x10000 declared", lambda: png_declaring(10000, 10000), "b.png", "image/png", status=413),
+    Case("bomb 20000x20000 real PNG (400 MB decoded)", lambda: real_png_bomb(20000, 20000), "b.png", "image/png",
+         status=413),
+    Case("bomb 9000x9000 real RGB PNG (243 MB decoded)", lambda: real_png_bomb(9000, 9000, 3), "b.png",
+         "image/png", status=413),
     Case("random bytes", lambda: np.random.default_rng(1).bytes(5000), status=400),
     Case("JPEG header, garbage after", lambda: b"\xff\xd8\xff\xe0" + b"\x00" * 500, status=400),
     # --- accepted, enhanced correctly (scale 2) ---------------------------------------------------

@@ -87,7 +87,9 @@ async def ask(res: Resources, subject: str, message: Message, reply_type: type[R
     if ERROR_CODE_HEADER in headers:
         code = headers[ERROR_CODE_HEADER]
         status = int(code) if code.isdigit() and 400 <= int(code) < 600 else 502
-        raise ApiError(status, headers.get(ERROR_HEADER) or "Billing refused the request.", success=False)
+        retry = {"Retry-After": "10"} if status == 503 else None  # billing is restarting: come back soon
+        raise ApiError(status, headers.get(ERROR_HEADER) or "Billing refused the request.", headers=retry,
+                       success=False)
     try:
         return reply_type.decode(msg.data, subject=subject)
     except SchemaError as e:

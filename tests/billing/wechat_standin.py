@@ -19,6 +19,7 @@ the same way. Keys are generated per test run.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import re
@@ -91,6 +92,8 @@ class WeChatStandIn:
         self.auth_failures: list[str] = []
         #: Every Pay v3 request that passed the signature check: (method, path).
         self.calls: list[tuple[str, str]] = []
+        #: Seconds a prepay (``jsapi``) takes to answer: a slow WeChat, so billing holds requests in flight.
+        self.prepay_delay = 0.0
         self._lock = threading.Lock()
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
@@ -279,6 +282,8 @@ class WeChatStandIn:
             body, refused = await self._authorized(request)
             if refused:
                 return refused
+            if self.prepay_delay:
+                await asyncio.sleep(self.prepay_delay)
             data = json.loads(body)
             if data.get("appid") != self.appid or data.get("mchid") != self.mchid:
                 return self._error(400, "PARAM_ERROR", "appid和mch_id不匹配")

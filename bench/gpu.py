@@ -477,7 +477,10 @@ class Bench:
             return r
         started = time.perf_counter()
         self.engine.background = self._bg(cfg.bg_half)
-        self.engine._net = self._net(cfg.face_half)
+        if self.engine_has_half:  # the engine's own fp16 (autocast, NaN/black fallback) since it has one
+            self.engine._net, self.engine.half = self._net32, cfg.face_half
+        else:
+            self.engine._net = self._net(cfg.face_half)
         self.engine.face_batch = cfg.face_batch
         opts = EnhanceOptions(scale=self.opts.scale, quality=self.opts.quality, tile_size=cfg.tile)
         old_bench = torch.backends.cudnn.benchmark

@@ -33,6 +33,9 @@ class EnhancerSettings:
     keepalive: float = 0.0
     #: Seconds between presence heartbeats (the registry marks a worker unhealthy after 3 missed).
     heartbeat: float = 5.0
+    #: Jobs each slot pulls, fetches and decodes while its engine is busy (0 or 1); None: "auto", which is 1 on
+    #: CUDA and 0 on CPU (see ``worker.py`` for the trade-off). ``ENHANCER_PREFETCH=auto|0|1``.
+    prefetch: int | None = None
     #: Benchmarks only: run every job on this engine ("bench-resize"), whatever the job asks.
     engine_override: str | None = None
     #: Port of the Prometheus ``/metrics`` endpoint (0: off) and the address it binds.
@@ -46,6 +49,8 @@ class EnhancerSettings:
             raise SettingsError("MAX_INPUT_MEGAPIXELS must be positive")
         if self.engine_override not in (None, "bench-resize"):
             raise SettingsError("ENHANCER_ENGINE may only be 'bench-resize' (benchmarks)")
+        if self.prefetch not in (None, 0, 1):
+            raise SettingsError("ENHANCER_PREFETCH must be auto, 0 or 1")
         if self.heartbeat <= 0:
             raise SettingsError("ENHANCER_HEARTBEAT must be positive")
         if self.keepalive <= 0:
@@ -64,7 +69,18 @@ class EnhancerSettings:
             max_faces=env_int("ENHANCER_MAX_FACES", 10),
             worker_id=env("ENHANCER_ID") or f"{socket.gethostname()}-{os.getpid()}",
             heartbeat=env_float("ENHANCER_HEARTBEAT", 5.0),
+            prefetch=_prefetch(env("ENHANCER_PREFETCH", "auto")),
             engine_override=env("ENHANCER_ENGINE"),
             metrics_port=env_int("ENHANCER_METRICS_PORT", 0),
             metrics_host=env("ENHANCER_METRICS_HOST", "0.0.0.0") or "0.0.0.0",
         )
+
+
+def _prefetch(raw: str | None) -> int | None:
+    text = (raw or "auto").strip().lower()
+    if text == "auto":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise SettingsError("ENHANCER_PREFETCH must be auto, 0 or 1") from None

@@ -1,10 +1,31 @@
-"""The job loop: pull a job only when a slot is free, run it off the event loop, report it.
+"""The job loop: pull a job only when a slot can take it, run it as a pipeline, report it.
 
 Why a JetStream pull consumer and not a plain queue group: NATS gives a queue-group message
 to a random member, busy or not. Here a worker asks for the next job (``fetch(1)``) only when
-one of its slots is free, so work goes to free capacity by construction; an unacknowledged job
+one of its slots can take it, so work goes to free capacity by construction; an unacknowledged job
 is redelivered to another worker after ``ack_wait`` when its worker dies; and ``in_progress()``
 keeps a long job from being redelivered while its worker is alive.
+
+Why a pipeline: a job is fetch (S3) → decode → engine → encode → store (S3). Only the engine
+needs the slot's model; the rest is I/O or codec work. Done in one thread, the model sits idle
+during all of it (on a GPU that is a large share: encoding a 16 MP JPEG takes about as long
+as restoring the faces). So each job runs its stages where they belong:
+
+- fetch and decode on the event loop and a shared codec pool, *before* the job waits for the engine;
+- the engine alone on the slot's thread (one model instance, one job at a time);
+- encode and store on the codec pool and the event loop, *after* the engine is released.
+
+A slot admits ``1 + prefetch`` jobs at a time, counted from the fetch until the job's engine
+step ends (see :class:`Slot`). With ``prefetch = 1`` the next job is pulled, fetched and decoded
+while the engine runs, and starts the moment the engine is free; with ``prefetch = 0`` the next job
+is pulled when the engine is released (it still overlaps the previous job's encode and store).
+Either way a prefetched job is an ordinary delivery: the worker claims its record, keeps it alive
+with ``in_progress()`` from the moment it is pulled, and acknowledges it only when it is done, so a
+worker that dies holding it leaves it to be redelivered after ``ack_wait`` like any other job.
+Holding at most one job per slot that is not running is the price: another worker that falls
+idle meanwhile cannot take it. That costs at most one job's engine time at the tail of a burst,
+which is small for GPU jobs (about a second) and large for CPU model jobs (a minute of x4plus),
+which is why ``ENHANCER_PREFETCH=auto`` turns it on for CUDA devices only.
 """
 
 from __future__ import annotations
@@ -12,8 +33,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -44,11 +68,18 @@ class Transient(Exception):
 
 
 class Slot:
-    """One model instance and the one thread it runs on: a model serves one job at a time."""
+    """One model instance and the one thread it runs on: a model serves one job at a time.
 
-    def __init__(self, index: int, settings: EnhancerSettings, device: Any) -> None:
+    ``admissions`` is how many jobs the slot may hold between pulling them and the end of their
+    engine step: the one on the engine plus ``prefetch`` prepared ones waiting for it.
+    """
+
+    def __init__(self, index: int, settings: EnhancerSettings, device: Any, *, prefetch: int) -> None:
         self.index = index
         self.executor = ThreadPoolExecutor(1, thread_name_prefix=f"engine-{index}")
+        self.admissions = 1 + prefetch
+        #: Ends when the job admitted last is done with the engine (see :class:`Admission`).
+        self.last_turn: asyncio.Future[None] | None = None
         self._settings = settings
         self._device = device
         self._engines: dict[str, Engine] = {}
@@ -64,6 +95,42 @@ class Slot:
 
     def close(self) -> None:
         self.executor.shutdown(wait=True, cancel_futures=True)
+
+
+class Admission:
+    """A slot's permission for one job, from its pull to the end of its engine step.
+
+    Jobs take the slot's engine in the order they were admitted: the job pulled first runs first,
+    even when the next one's download happened to finish sooner. :meth:`release` (idempotent) ends
+    the job's turn and gives the permission back, whether the engine step ran or the job ended early.
+    """
+
+    def __init__(self, slot: Slot, free: asyncio.Queue[Slot]) -> None:
+        self.slot = slot
+        self._free = free
+        self._held = True
+        self._before = slot.last_turn
+        self._turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        slot.last_turn = self._turn
+
+    async def my_turn(self) -> None:
+        """Wait until every job admitted to this slot before this one is done with the engine."""
+        if self._before is not None and not self._before.done():
+            await asyncio.wait({self._before})  # not ``await``: a cancelled waiter must not cancel the turn
+
+    def release(self) -> None:
+        if not self._turn.done():
+            self._turn.set_result(None)
+        if self._held:
+            self._held = False
+            self._free.put_nowait(self.slot)
+
+
+def resolve_prefetch(setting: int | None, device: Any) -> int:
+    """``None`` (auto): prefetch on CUDA, where fetch/decode are a real share of a job; off on CPU."""
+    if setting is not None:
+        return setting
+    return 1 if getattr(device, "type", str(device)) == "cuda" else 0
 
 
 @dataclass
@@ -94,17 +161,24 @@ class Worker:
         self.engines = engines
         self.device = device
         self.counters = Counters()
+        self.prefetch = resolve_prefetch(settings.prefetch, device)
+        #: One entry per admission a slot has free. Filled round-robin, so that with several slots every
+        #: engine gets a job before any slot prefetches a second one.
         self._slots: asyncio.Queue[Slot] = asyncio.Queue()
-        self._all_slots = [Slot(i, settings, device) for i in range(settings.concurrency)]
-        for slot in self._all_slots:
-            self._slots.put_nowait(slot)
+        self._all_slots = [Slot(i, settings, device, prefetch=self.prefetch) for i in range(settings.concurrency)]
+        for _ in range(1 + self.prefetch):
+            for slot in self._all_slots:
+                self._slots.put_nowait(slot)
+        #: Decode and encode run here, off the engines' threads (one decode and one encode per slot at most).
+        self._codec = ThreadPoolExecutor(2 * settings.concurrency, thread_name_prefix="codec")
         self._running: set[asyncio.Task[None]] = set()
 
     # --- the loop --------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
         """Fetch while not stopped; then let the jobs in hand finish (drain) and return."""
         sub = await self.js.pull_subscribe_bind(durable=subjects.JOBS_CONSUMER, stream=subjects.JOBS_STREAM)
-        log.info("worker %s: taking jobs with %d slot(s)", self.settings.worker_id, len(self._all_slots))
+        log.info("worker %s: taking jobs with %d slot(s), prefetching %d job(s) per slot",
+                 self.settings.worker_id, len(self._all_slots), self.prefetch)
         try:
             while not stop.is_set():
                 slot = await self._next_slot(stop)
@@ -114,7 +188,7 @@ class Worker:
                 if msg is None:
                     self._slots.put_nowait(slot)
                     continue
-                task = asyncio.create_task(self._run_job(msg, slot))
+                task = asyncio.create_task(self._run_job(msg, Admission(slot, self._slots)))
                 self._running.add(task)
                 task.add_done_callback(self._running.discard)
         finally:
@@ -128,6 +202,7 @@ class Worker:
                 log.debug("unsubscribe failed: %s", e)
             for slot in self._all_slots:
                 slot.close()
+            self._codec.shutdown(wait=True, cancel_futures=True)
 
     async def _next_slot(self, stop: asyncio.Event) -> Slot | None:
         getter = asyncio.ensure_future(self._slots.get())
@@ -161,12 +236,14 @@ class Worker:
         return msgs[0] if msgs else None
 
     # --- one job -----------------------------------------------------------------------------
-    async def _run_job(self, msg: Msg, slot: Slot) -> None:
+    async def _run_job(self, msg: Msg, admission: Admission) -> None:
         self.counters.in_flight += 1
         metrics.IN_FLIGHT.inc()
+        # From the moment it is pulled, prefetched or not: a job waiting for the engine must not be
+        # redelivered to another worker while this one is alive.
         keepalive = asyncio.create_task(self._keepalive(msg))
         try:
-            await self._handle(msg, slot)
+            await self._handle(msg, admission)
         except Exception:  # nothing may kill the worker; the message will be redelivered
             log.exception("unexpected error while handling a job; it will be redelivered")
             await _quietly(msg.nak(delay=2))
@@ -174,14 +251,14 @@ class Worker:
             keepalive.cancel()
             self.counters.in_flight -= 1
             metrics.IN_FLIGHT.dec()
-            self._slots.put_nowait(slot)
+            admission.release()  # if the job ended before its engine step did
 
     async def _keepalive(self, msg: Msg) -> None:
         while True:
             await asyncio.sleep(self.settings.keepalive)
             await _quietly(msg.in_progress())
 
-    async def _handle(self, msg: Msg, slot: Slot) -> None:
+    async def _handle(self, msg: Msg, admission: Admission) -> None:
         try:
             job = EnhanceJob.decode(msg.data, subject=msg.subject)
         except Exception as e:
@@ -212,7 +289,7 @@ class Worker:
             return
 
         try:
-            result = await self._enhance(job, slot, attempt)
+            result = await self._enhance(job, admission, attempt)
         except PermanentFailure as e:
             await self._fail(job, attempt, str(e))
             await msg.ack()
@@ -231,8 +308,10 @@ class Worker:
         await self._complete(job, attempt, started, result)
         await msg.ack()
 
-    async def _enhance(self, job: EnhanceJob, slot: Slot, attempt: int) -> dict[str, Any]:
+    async def _enhance(self, job: EnhanceJob, admission: Admission, attempt: int) -> dict[str, Any]:
+        """fetch → decode → [engine] → encode → store; only the engine step uses the slot's thread."""
         loop = asyncio.get_running_loop()
+        slot = admission.slot
         timings: dict[str, float] = {}
 
         async def record(stage: str, progress: float, text: str) -> None:
@@ -254,34 +333,42 @@ class Worker:
         engine_opts = EngineOptions(scale=opts.scale, quality=opts.quality, tile_size=opts.tile_size,
                                     face_enhance=engine_name == "gfpgan")
 
-        def work() -> tuple[bytes, str, str, Any, int, int]:
-            t0 = time.perf_counter()
-            decoded = decode(data, max_pixels=self.settings.max_input_pixels)
-            timings["decode"] = time.perf_counter() - t0
-            reporter("decoded")
+        t = time.perf_counter()
+        with _as_failure(job, "decoding"):
+            decoded = await loop.run_in_executor(
+                self._codec, partial(decode, data, max_pixels=self.settings.max_input_pixels))
+        timings["decode"] = time.perf_counter() - t
+        await reporter.report("decoded")
+
+        ready = time.perf_counter()
+        await admission.my_turn()
+
+        def run_engine() -> Any:
+            start = time.perf_counter()
+            timings["wait"] = start - ready  # a prefetched job waits here for the previous one's engine
             engine = slot.engine(engine_name)
-            t0 = time.perf_counter()
             result = engine.enhance(decoded.rgb, engine_opts, reporter)
-            timings["engine"] = time.perf_counter() - t0
-            reporter("encoding")
-            t0 = time.perf_counter()
+            timings["engine"] = time.perf_counter() - start
+            return result
+
+        try:
+            with _as_failure(job, f"engine {engine_name}"):
+                result = await loop.run_in_executor(slot.executor, run_engine)
+        finally:
+            admission.release()  # the engine is free: the slot may pull its next job while this one is stored
+
+        await reporter.report("encoding")
+
+        def encode_result() -> tuple[bytes, str, str, int, int]:
             h, w = result.image.shape[:2]
             alpha = upscale_alpha(decoded.alpha, (w, h)) if decoded.alpha is not None else None
             body, ctype, ext = encode(result.image, alpha, decoded.icc, decoded.source_format)
-            timings["encode"] = time.perf_counter() - t0
-            return body, ctype, ext, result, w, h
+            return body, ctype, ext, w, h
 
-        try:
-            body, ctype, ext, result, width, height = await loop.run_in_executor(slot.executor, work)
-        except ImageError as e:
-            raise PermanentFailure(str(e)) from e
-        except EngineError as e:
-            raise PermanentFailure(str(e)) from e
-        except Exception as e:
-            log.exception("task %s: engine %s failed", job.task_id, engine_name)
-            raise PermanentFailure(
-                f"Enhancement failed because of an internal error ({type(e).__name__}); "
-                "the operators can find the details in the enhancer's log.") from e
+        t = time.perf_counter()
+        with _as_failure(job, "encoding"):
+            body, ctype, ext, width, height = await loop.run_in_executor(self._codec, encode_result)
+        timings["encode"] = time.perf_counter() - t
 
         stem = PurePosixPath(display_name(job.input_name)).stem or "image"
         name = f"{stem}_enhanced.{ext}"
@@ -350,6 +437,20 @@ class Worker:
         self.counters.failed += 1
         metrics.JOBS.labels("failed").inc()
         log.warning("task %s: failed: %s", job.task_id, reason)
+
+
+@contextmanager
+def _as_failure(job: EnhanceJob, step: str) -> Iterator[None]:
+    """Errors of decode, engine and encode are permanent: the same input fails the same way again."""
+    try:
+        yield
+    except (ImageError, EngineError) as e:
+        raise PermanentFailure(str(e)) from e
+    except Exception as e:
+        log.exception("task %s: %s failed", job.task_id, step)
+        raise PermanentFailure(
+            f"Enhancement failed because of an internal error ({type(e).__name__}); "
+            "the operators can find the details in the enhancer's log.") from e
 
 
 async def _quietly(coro: Any) -> None:

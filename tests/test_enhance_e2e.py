@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import re
 import time
 
 import httpx
@@ -152,8 +153,14 @@ def test_health_and_info_tell_the_truth(http: httpx.Client) -> None:
 
 @pytest.mark.parametrize("path", ["/", "/index.html"])
 def test_web_page_is_served(http: httpx.Client, path: str) -> None:
+    """The built page (web/dist) and every asset it loads; the browser tests (tests/web) drive it."""
     r = http.get(path)
-    assert r.status_code == 200 and "PhotoEnhanceAI" in r.text and "/api/v1/enhance" in r.text
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    assert "<title>PhotoEnhanceAI" in r.text
+    assets = re.findall(r'(?:src|href)="(/assets/[^"]+)"', r.text)
+    assert any(a.endswith(".js") for a in assets) and any(a.endswith(".css") for a in assets), assets
+    for asset in assets:
+        assert http.get(asset).status_code == 200, asset
 
 
 async def test_results_and_records_expire_after_the_retention(stack, admin_nc: Client) -> None:

@@ -1,8 +1,9 @@
 """GFPGAN v1.4 face restoration on top of the Real-ESRGAN background, as the original service ran it.
 
-Pipeline: detect → keep the biggest ``max_faces`` → align each to the 512² FFHQ crop → restore all faces in
-batched GFPGAN passes → upscale the whole photo with Real-ESRGAN → paste the faces back. Unlike upstream
-GFPGANer, an OOM never returns the unrestored face: batches shrink, then the job fails with a clear message.
+Pipeline: detect → keep the biggest ``max_faces`` → align each to the 512² FFHQ crop → restore all faces of
+the photo in one batched GFPGAN pass → upscale the whole photo with Real-ESRGAN → paste the faces back.
+Unlike upstream GFPGANer, an OOM never returns the unrestored face: batches shrink, then the job fails with a
+clear message; and fp16 output that is NaN/inf or black is never returned either: the batch is redone in fp32.
 """
 
 from __future__ import annotations
@@ -47,8 +48,12 @@ def gfpgan_arch() -> torch.nn.Module:
 class GFPGANEngine:
     """Face restoration engine. Weights load in the constructor so a missing/bad file fails at startup.
 
-    GFPGAN runs in fp32 (as the original did; fp16 harms it). The stored StyleGAN noise is used instead of
-    fresh random noise, so the same photo always gives the same result. No per-call state on the
+    All faces of a photo go through GFPGAN in one forward pass (``face_batch`` defaults to ``max_faces``);
+    on OOM the batch is halved, down to one face. On CUDA the pass runs under fp16 autocast (``half``): the
+    weights stay fp32, convolutions run in fp16 and the reductions that overflow easily (the StyleGAN
+    demodulation's sums and rsqrt) stay in fp32. If a batch still comes out NaN/inf or black, it is redone
+    in fp32 and fp16 stays off for this instance, as Real-ESRGAN does. The stored StyleGAN noise is used
+    instead of fresh random noise, so the same photo always gives the same result. No per-call state on the
     instance; the detector (RetinaFace) keeps some, so one job at a time per instance.
     """
 
@@ -63,7 +68,8 @@ class GFPGANEngine:
         detector: FaceDetector | None = None,
         max_faces: int = 10,
         min_face_size: int = 20,
-        face_batch: int = 4,
+        face_batch: int | None = None,
+        half: bool | None = None,
     ) -> None:
         self.model_dir = Path(model_dir)
         self.device = torch.device(device)
@@ -78,7 +84,11 @@ class GFPGANEngine:
         self._net = net.requires_grad_(False).eval().to(self.device)
         self.background = background or RealESRGANEngine(self.model_dir, self.device)
         self.detector = detector or make_detector(self.model_dir, self.device)
-        self.max_faces, self.min_face_size, self.face_batch = max_faces, min_face_size, face_batch
+        self.max_faces, self.min_face_size = max_faces, min_face_size
+        #: Faces per GFPGAN forward pass: by default every face of a photo in one pass.
+        self.face_batch = face_batch or max_faces
+        #: fp16 autocast for GFPGAN (default: on CUDA); turned off for good if it ever gives NaN/inf or black.
+        self.half = self.device.type == "cuda" if half is None else half
         #: Test hook: raise a (simulated) OOM for any GFPGAN batch of more than this many faces.
         self.simulate_oom_batch_above: int | None = None
 
@@ -101,7 +111,7 @@ class GFPGANEngine:
         while len(done) < len(crops):
             chunk = crops[len(done) : len(done) + batch]
             try:
-                out = self._forward(chunk)
+                out = self._restore_chunk(chunk)
             except Exception as exc:
                 if not is_oom(exc):
                     raise
@@ -118,12 +128,32 @@ class GFPGANEngine:
                 progress("restoring", len(done), len(crops))
         return done
 
+    def _restore_chunk(self, chunk: list[np.ndarray]) -> list[np.ndarray]:
+        """One forward pass in fp16 when enabled; in fp32 if fp16 is off or its output is unusable."""
+        if self.half:
+            out = self._forward(chunk, half=True)
+            if out is not None:
+                return out
+            log.warning("GFPGAN in fp16 gave NaN/inf or black faces on %s; using fp32 from now on", self.device)
+            self.half = False
+        out = self._forward(chunk, half=False)
+        assert out is not None  # only fp16 output is checked
+        return out
+
     @torch.inference_mode()
-    def _forward(self, chunk: list[np.ndarray]) -> list[np.ndarray]:
+    def _forward(self, chunk: list[np.ndarray], *, half: bool) -> list[np.ndarray] | None:
+        """Restored 512² RGB faces; ``None`` when ``half`` and the output is non-finite or black."""
         if self.simulate_oom_batch_above is not None and len(chunk) > self.simulate_oom_batch_above:
             raise SimulatedOOM(f"CUDA out of memory (simulated for a batch of {len(chunk)} faces)")
         x = torch.from_numpy(np.stack(chunk)).to(self.device).permute(0, 3, 1, 2).float().contiguous()
         x = x.div_(255.0).sub_(0.5).div_(0.5)  # RGB in [-1, 1], as GFPGAN was trained
-        y = self._net(x, return_rgb=False, randomize_noise=False)[0]
+        with torch.autocast(self.device.type, dtype=torch.float16, enabled=half):
+            y = self._net(x, return_rgb=False, randomize_noise=False)[0]
+        y = y.float()
+        if half and not bool(torch.isfinite(y).all()):
+            return None
         y = y.clamp_(-1, 1).add_(1).mul_(127.5).round_().to(torch.uint8)
-        return list(y.permute(0, 2, 3, 1).cpu().numpy())
+        faces = list(y.permute(0, 2, 3, 1).cpu().numpy())
+        if half and any(face.max() == 0 and crop.max() > 8 for face, crop in zip(faces, chunk, strict=True)):
+            return None  # a black face from a visible one: fp16 underflow/overflow, not a picture
+        return faces

@@ -135,3 +135,66 @@ def test_garbage_detections_are_bounded(tmp_path: Path, gfpgan_dir: Path) -> Non
     assert len(kept) == 10
     assert [f.area for f in kept] == sorted((f.area for f in kept), reverse=True)
     assert available_engines(gfpgan_dir) == ["realesrgan", "gfpgan"]
+
+
+def aligned_crops(engine: GFPGANEngine, photo: np.ndarray) -> list[np.ndarray]:
+    from enhancer.engines.faces import warp_face
+
+    return [warp_face(photo, alignment(f)) for f in select_faces(engine.detector.detect(photo))]
+
+
+@pytest.fixture(scope="module")
+def one_pass(gfpgan_dir: Path, sr_engine: RealESRGANEngine) -> GFPGANEngine:
+    """As the service builds it: default face_batch (every face in one pass) and half (off on CPU)."""
+    return GFPGANEngine(gfpgan_dir, "cpu", background=sr_engine, max_faces=10)
+
+
+def test_all_faces_of_a_photo_go_through_one_forward_pass(one_pass: GFPGANEngine, recorder: Recorder) -> None:
+    assert (one_pass.face_batch, one_pass.half) == (10, False)  # fp16 is for CUDA only by default
+    batches: list[int] = []
+    hook = one_pass._net.register_forward_hook(lambda _m, args, _out: batches.append(args[0].shape[0]))
+    try:
+        result = one_pass.enhance(two_faces(), FAST, recorder)
+    finally:
+        hook.remove()
+    assert result.faces == 2 and batches == [2]
+
+
+class Spoiled(torch.nn.Module):
+    """The real network in fp32; under fp16 autocast, NaN or black (-1) instead (as a card may give).
+
+    fp16 convolutions on CPU take minutes for this network, so the fp16 pass itself is not run here; its
+    output quality is checked on a GPU by ``bench/gpu.py`` (the ``fp16 faces`` configurations).
+    """
+
+    def __init__(self, net: torch.nn.Module, value: float) -> None:
+        super().__init__()
+        self.net, self.value, self.half_calls = net, value, 0
+
+    def forward(self, x: torch.Tensor, **kwargs: object) -> tuple[torch.Tensor, ...]:
+        if torch.is_autocast_enabled(x.device.type):
+            self.half_calls += 1
+            return (torch.full((x.shape[0], 3, FACE_SIZE, FACE_SIZE), self.value),)
+        return self.net(x, **kwargs)
+
+
+@pytest.mark.parametrize("value", [float("nan"), -1.0], ids=["nan", "black"])
+def test_unusable_fp16_output_is_redone_in_fp32_and_fp16_stays_off(
+        one_pass: GFPGANEngine, recorder: Recorder, value: float, caplog: pytest.LogCaptureFixture) -> None:
+    crops = aligned_crops(one_pass, two_faces())
+    expected = one_pass._forward(crops, half=False)
+    net = one_pass._net
+    one_pass._net = spoiled = Spoiled(net, value)
+    one_pass.half = True
+    try:
+        with caplog.at_level(logging.WARNING):
+            restored = one_pass.restore(crops, recorder)
+            again = one_pass.restore(crops, recorder)
+    finally:
+        one_pass._net, one_pass_half = net, one_pass.half
+        one_pass.half = False
+    assert "GFPGAN in fp16 gave NaN/inf or black faces" in caplog.text
+    assert spoiled.half_calls == 1 and one_pass_half is False  # tried once in fp16, then fp32 for good
+    assert expected is not None
+    for got in (restored, again):
+        assert all(np.array_equal(a, b) for a, b in zip(got, expected, strict=True))

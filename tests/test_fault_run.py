@@ -31,6 +31,7 @@ import random
 import signal
 import sqlite3
 import time
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -44,6 +45,7 @@ from nats.aio.client import Client
 import nats
 from bus import subjects
 from bus.schemas import COMPLETED, FAILED, TaskState
+from bus.tasks import is_task_id
 from photoenhance.servers import EmbeddedNats, EmbeddedS3
 
 from .billing.conftest import FREE_DAILY, BillingStack, running_billing
@@ -141,7 +143,7 @@ async def request(http: httpx.AsyncClient, method: str, url: str, run: Run, *, c
             continue
         if counted:
             run.figures.answers[str(r.status_code)] += 1
-        if r.status_code in (429, 503):
+        if r.status_code in (429, 503) or (r.status_code == 409 and "retry-after" in r.headers):
             after = r.headers.get("retry-after")
             assert after and after.isdigit(), f"{r.status_code} without Retry-After: {r.text}"
             await asyncio.sleep(int(after))
@@ -168,8 +170,10 @@ async def client(run: Run, name: str, seed: int, auth: dict[str, str], openid: s
             if run.stop.is_set():
                 return
             run.figures.inputs_tried += 1
+            # One key per photo, sent again with every retry: a retry after a lost answer gets the same task.
             r = await request(http, "POST", "/api/v1/enhance", run, counted=True, data=FAST,
-                              files={"file": (filename, data, "image/jpeg")})
+                              files={"file": (filename, data, "image/jpeg")},
+                              headers={"Idempotency-Key": uuid.uuid4().hex})
             assert r.status_code == 200, f"{name}: {r.status_code} {r.text}"
             task_id = r.json()["task_id"]
             run.tasks[task_id] = (name, openid)
@@ -266,7 +270,7 @@ async def bus_records(nc: Client) -> dict[str, TaskState]:
         keys = await kv.keys()
     except Exception:  # no keys at all
         return {}
-    return {k: TaskState.decode((await kv.get(k)).value) for k in keys}
+    return {k: TaskState.decode((await kv.get(k)).value) for k in keys if is_task_id(k)}
 
 
 async def failed_facts(nc: Client) -> Counter[str]:

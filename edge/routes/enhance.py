@@ -8,13 +8,15 @@ from fastapi import APIRouter, File, Form, Header, Query, Request, UploadFile
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile as ReceivedFile
 
+from bus.schemas import EnhanceOptions, TaskState
 from bus.storage import display_name, input_key
-from bus.tasks import new_task_id
+from bus.tasks import is_task_id, new_task_id
 
-from .. import dispatch, options
+from .. import dispatch, idempotency, options
 from ..deps import ResourcesDep, client_address
 from ..errors import ApiError
 from ..images import inspect
+from ..resources import Resources
 from .wechat import release_use, reserve_use
 
 router = APIRouter(prefix="/api/v1", tags=["enhance"])
@@ -35,8 +37,9 @@ async def enhance(
     q_scale: Annotated[OptionalStr, Query(alias="scale")] = None,
     q_face_enhance: Annotated[OptionalStr, Query(alias="face_enhance")] = None,
     authorization: Annotated[OptionalStr, Header(description="Bearer <mini-program session>: uses its credits")] = None,
+    idempotency_key: Annotated[OptionalStr, Header(
+        alias=idempotency.HEADER, description="Sending again with the same key returns the same task")] = None,
 ) -> dict[str, Any]:
-    settings = res.settings
     opts = options.parse(
         {"tile_size": tile_size, "quality_level": quality_level, "scale": scale, "face_enhance": face_enhance},
         {"tile_size": q_tile_size, "quality_level": q_quality_level, "scale": q_scale,
@@ -44,6 +47,32 @@ async def enhance(
     )
     if not isinstance(file, ReceivedFile):
         raise ApiError(400, "No file was uploaded: send the photo in a multipart form field named 'file'.")
+    task_id = new_task_id()
+    if idempotency_key is None:
+        return await _accept(request, res, file, opts, task_id, authorization)
+    claim = idempotency.claim_key(authorization or client_address(request), idempotency_key)
+
+    async def has_task(earlier: str) -> bool:
+        return is_task_id(earlier) and await res.tasks.get(earlier) is not None
+
+    earlier = await idempotency.claim(res.tasks.kv, claim, task_id, has_task=has_task)
+    if earlier is not None:
+        state = await res.tasks.get(earlier) if is_task_id(earlier) else None
+        if state is None:
+            raise ApiError(409, "An earlier request with this Idempotency-Key is still being handled; "
+                                "try again in a moment.", headers={"Retry-After": "2"})
+        return _accepted(state)
+    try:
+        return await _accept(request, res, file, opts, task_id, authorization)
+    except BaseException:
+        await idempotency.release(res.tasks.kv, claim)
+        raise
+
+
+async def _accept(request: Request, res: Resources, file: UploadFile, opts: EnhanceOptions, task_id: str,
+                  authorization: str | None) -> dict[str, Any]:
+    """Check the photo, hold a use, store it and queue its job."""
+    settings = res.settings
     size = file.size if file.size is not None else _measure(file)
     if size == 0:
         raise ApiError(400, "The uploaded file is empty.")
@@ -55,7 +84,6 @@ async def enhance(
     await dispatch.require_room(res)
 
     name = display_name(file.filename or f"image.{info.format.lower()}")
-    task_id = new_task_id()
     owner = await reserve_use(res, authorization, task_id, client_address(request))
     key = input_key(task_id, name)
     try:
@@ -65,6 +93,10 @@ async def enhance(
     except BaseException as e:
         await release_use(res, owner, task_id, f"not queued: {e}")
         raise
+    return _accepted(state)
+
+
+def _accepted(state: TaskState) -> dict[str, Any]:
     return {"task_id": state.task_id, "status": state.status, "message": state.message,
             "created_at": state.created_at}
 

@@ -9,6 +9,7 @@ which matters at 16+ megapixels.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -155,14 +156,18 @@ def warp_face(rgb: np.ndarray, affine: np.ndarray) -> np.ndarray:
 
 
 def paste_faces(background: np.ndarray, faces: list[np.ndarray], affines: list[np.ndarray], scale: int) -> np.ndarray:
-    """Blend restored 512² faces into ``background`` (the input upscaled by ``scale``).
+    """Blend restored 512² faces into ``background`` (the input upscaled by ``scale``), in place.
 
     As facexlib's ``paste_faces_to_input_image`` without the parsing net: inverse affine scaled to the
     output, a square mask eroded by 2×scale px, then eroded and Gaussian-blurred by ~5% of the face size.
-    Pixels outside each face's mask keep the background's exact values.
+    The mask is made in the face's own 512² frame (where it does not depend on the photo, so it is
+    cached) and warped with the face, instead of eroding and blurring megapixels of output; the blend
+    is OpenCV's ``blendLinear`` on 8-bit pixels (5–7× faster at 4×). Pixels outside each face's mask keep
+    the background's exact values, and a photo without faces is not touched at all. One difference from
+    facexlib: where a face's square runs off the photo, the soft edge follows the square, not the photo's
+    border (facexlib does not erode at the border, so it pastes such a face hard up to the edge).
     """
-    out = background.copy()
-    h_up, w_up = out.shape[:2]
+    h_up, w_up = background.shape[:2]
     for face, affine in zip(faces, affines, strict=True):
         inv = cv2.invertAffineTransform(affine) * scale
         if scale > 1:
@@ -174,15 +179,17 @@ def paste_faces(background: np.ndarray, faces: list[np.ndarray], affines: list[n
         inv_roi = inv.copy()
         inv_roi[:, 2] -= (x0, y0)
         size = (x1 - x0, y1 - y0)
-        mask = _soft_mask(inv_roi, face.shape[0], size, scale)
-        if mask is None:
+        zoom = math.sqrt(abs(np.linalg.det(inv_roi[:, :2])))  # output pixels per face pixel
+        mask, pad = _face_mask(face.shape[0], max(round(2 * scale / zoom), 1))
+        padded = inv_roi.copy()
+        padded[:, 2] -= inv_roi[:, :2] @ (pad, pad)  # the mask's frame has ``pad`` extra pixels each side
+        soft = cv2.warpAffine(mask, padded, size)
+        if not soft.any():
             continue
-        restored = cv2.warpAffine(face, inv_roi, size).astype(np.float32)
-        soft, hard = mask
-        region = out[y0:y1, x0:x1].astype(np.float32)
-        blended = soft * (hard * restored) + (1.0 - soft) * region
-        out[y0:y1, x0:x1] = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
-    return out
+        restored = cv2.warpAffine(face, inv_roi, size)
+        region = np.ascontiguousarray(background[y0:y1, x0:x1])
+        background[y0:y1, x0:x1] = cv2.blendLinear(restored, region, soft, 1.0 - soft)
+    return background
 
 
 def _footprint(inv: np.ndarray, face_size: int, w: int, h: int, margin: int = 4) -> tuple[int, int, int, int] | None:
@@ -196,17 +203,17 @@ def _footprint(inv: np.ndarray, face_size: int, w: int, h: int, margin: int = 4)
     return (x0, y0, x1, y1) if x1 > x0 and y1 > y0 else None
 
 
-def _soft_mask(
-    inv: np.ndarray, face_size: int, size: tuple[int, int], scale: int
-) -> tuple[np.ndarray, np.ndarray] | None:
-    """(soft blend mask, hard eroded mask), each HxWx1 float32, exactly as facexlib's square-mask path."""
-    inv_mask = cv2.warpAffine(np.ones((face_size, face_size), np.float32), inv, size)
-    k = max(int(2 * scale), 1)
-    hard = cv2.erode(inv_mask, np.ones((k, k), np.uint8))
-    area = float(hard.sum())
-    if area <= 0:
-        return None
-    w_edge = int(area**0.5) // 20
+@functools.lru_cache(maxsize=32)
+def _face_mask(face_size: int, erode: int) -> tuple[np.ndarray, int]:
+    """(soft blend mask, padding) in the face's frame: facexlib's square mask eroded by ``erode`` px, then
+    eroded and blurred by 1/20 of its side; zero-padded so that erosion also works at the square's edges.
+    Read-only: shared by every paste with the same erosion."""
+    w_edge = (face_size - erode) // 20
+    pad = erode + 2 * w_edge + 2
+    square = np.zeros((face_size + 2 * pad,) * 2, np.float32)
+    square[pad : pad + face_size, pad : pad + face_size] = 1.0
+    hard = cv2.erode(square, np.ones((erode, erode), np.uint8))
     center = cv2.erode(hard, np.ones((w_edge * 2, w_edge * 2), np.uint8)) if w_edge > 0 else hard
     soft = cv2.GaussianBlur(center, (w_edge * 2 + 1, w_edge * 2 + 1), 0)
-    return soft[:, :, None], hard[:, :, None]
+    soft.flags.writeable = False
+    return soft, pad

@@ -62,6 +62,19 @@ def stack(nats_server: EmbeddedNats, s3_server: EmbeddedS3, model_dir: Path,
 
 
 @pytest.fixture
+def own_stack(tmp_path: Path, model_dir: Path) -> Iterator[Stack]:
+    """A stack with servers of its own (edge + one enhancer), so that breaking them disturbs no other test."""
+    with EmbeddedNats(tmp_path / "nats") as nats_server, EmbeddedS3(tmp_path / "s3") as s3:
+        s = Stack(nats=nats_server, s3=s3, root=tmp_path, model_dir=model_dir, extra_env=dict(TEST_ENV))
+        try:
+            s.start_edge()
+            s.start_enhancer("own-worker")
+            yield s
+        finally:
+            s.stop()
+
+
+@pytest.fixture
 def http(stack: Stack) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=stack.url, timeout=30) as client:
         yield client

@@ -3,30 +3,11 @@ task completes or is reported failed with a reason; the services recover on thei
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import httpx
 import pytest
 
-from photoenhance.servers import EmbeddedNats, EmbeddedS3
-
-from .conftest import TEST_ENV
 from .support import Stack, encode, photo, wait_until
 from .test_enhance_e2e import finish, submit
-
-
-@pytest.fixture
-def own_stack(tmp_path: Path, model_dir: Path) -> Iterator[Stack]:
-    """A stack with servers of its own, so that breaking them disturbs no other test."""
-    with EmbeddedNats(tmp_path / "nats") as nats_server, EmbeddedS3(tmp_path / "s3") as s3:
-        stack = Stack(nats=nats_server, s3=s3, root=tmp_path, model_dir=model_dir, extra_env=dict(TEST_ENV))
-        stack.start_edge()
-        stack.start_enhancer("fault-worker")
-        try:
-            yield stack
-        finally:
-            stack.stop()
 
 
 def tiny(i: int) -> bytes:

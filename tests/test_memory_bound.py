@@ -22,15 +22,11 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from photoenhance.servers import EmbeddedNats, EmbeddedS3
-
-from .conftest import TEST_ENV
 from .support import ServiceProcess, Stack
 from .test_hostile_corpus import CASES, Case
 
@@ -58,18 +54,6 @@ def memory_kb(proc: ServiceProcess) -> dict[str, int]:
             if key in out:
                 out[key] += int(value.split()[0])
     return out
-
-
-@pytest.fixture
-def own_stack(tmp_path: Path, model_dir: Path) -> Iterator[Stack]:
-    with EmbeddedNats(tmp_path / "nats") as nats_server, EmbeddedS3(tmp_path / "s3") as s3:
-        stack = Stack(nats=nats_server, s3=s3, root=tmp_path, model_dir=model_dir, extra_env=dict(TEST_ENV))
-        stack.start_edge()
-        stack.start_enhancer("memory-worker")
-        try:
-            yield stack
-        finally:
-            stack.stop()
 
 
 async def call(http: httpx.AsyncClient, method: str, url: str, **kwargs: object) -> httpx.Response:

@@ -1,5 +1,5 @@
 import { describe, expect, it, vi } from 'vitest'
-import { createApi, enhanceForm, limitsFromInfo } from './api'
+import { createApi, enhanceForm, limitsFromInfo, newIdempotencyKey } from './api'
 import { ApiError } from './http'
 
 describe('limitsFromInfo', () => {
@@ -27,5 +27,15 @@ describe('api', () => {
     expect(err).toBeInstanceOf(ApiError)
     expect(err).toMatchObject({ status: 413, message: 'File too large (max 50 MB)' })
     expect(fetchMock).toHaveBeenCalledWith('/api/v1/enhance', expect.objectContaining({ method: 'POST' }))
+  })
+  it('sends the Idempotency-Key it is given, and makes fresh 128-bit ones', async () => {
+    const fetchMock = vi.fn(async () => new Response(JSON.stringify({ task_id: 'a'.repeat(32), status: 'queued' })))
+    const api = createApi(fetchMock as unknown as typeof fetch)
+    const key = newIdempotencyKey()
+    await api.submit(new File(['x'], 'a.png'), { scale: 4, faceEnhance: false, quality: 'high' }, undefined, key)
+    const init = (fetchMock.mock.calls[0] as unknown as [string, RequestInit])[1]
+    expect(init.headers).toEqual({ 'Idempotency-Key': key })
+    expect(key).toMatch(/^[0-9a-f]{32}$/)
+    expect(newIdempotencyKey()).not.toBe(key)
   })
 })

@@ -6,7 +6,9 @@ import { DEFAULT_LIMITS } from './types'
 /** The calls the page makes; an interface so the batch logic can be tested without a server. */
 export interface Api {
   info(): Promise<Limits>
-  submit(file: File, options: EnhanceOptions, signal?: AbortSignal): Promise<SubmitResponse>
+  /** Every retry of one upload sends the same `idempotencyKey`: if an answer was lost, the server
+   * returns the task it already made instead of making (and charging) a second one. */
+  submit(file: File, options: EnhanceOptions, signal?: AbortSignal, idempotencyKey?: string): Promise<SubmitResponse>
   status(taskId: string, signal?: AbortSignal): Promise<TaskStatus>
   cancel(taskId: string): Promise<TaskStatus>
   download(taskId: string, signal?: AbortSignal): Promise<Blob>
@@ -20,6 +22,12 @@ export function enhanceForm(file: File, options: EnhanceOptions): FormData {
   form.append('face_enhance', options.faceEnhance ? 'true' : 'false')
   form.append('quality_level', options.quality)
   return form
+}
+
+/** A fresh Idempotency-Key (128 random bits; `getRandomValues` also works on plain-http origins). */
+export function newIdempotencyKey(): string {
+  const bytes = crypto.getRandomValues(new Uint8Array(16))
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('')
 }
 
 /** Reads the limits the page needs, keeping the defaults for anything missing or odd. */
@@ -55,8 +63,9 @@ export function createApi(fetchImpl: typeof fetch = (...a) => fetch(...a), base 
       const res = await call('/api/v1/info')
       return limitsFromInfo(await res.json())
     },
-    async submit(file, options, signal) {
-      const res = await call('/api/v1/enhance', { method: 'POST', body: enhanceForm(file, options), signal })
+    async submit(file, options, signal, idempotencyKey) {
+      const headers: Record<string, string> = idempotencyKey ? { 'Idempotency-Key': idempotencyKey } : {}
+      const res = await call('/api/v1/enhance', { method: 'POST', body: enhanceForm(file, options), signal, headers })
       return (await res.json()) as SubmitResponse
     },
     async status(taskId, signal) {

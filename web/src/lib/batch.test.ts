@@ -17,7 +17,7 @@ function fakeServer() {
   const submitGate: { hold: Promise<void> | null } = { hold: null }
   const api = {
     info: vi.fn(async () => LIMITS),
-    submit: vi.fn(async (_file: File, _o: EnhanceOptions): Promise<SubmitResponse> => {
+    submit: vi.fn(async (_file: File, _o: EnhanceOptions, _signal?: AbortSignal, _key?: string): Promise<SubmitResponse> => {
       inFlight.peak = Math.max(inFlight.peak, ++inFlight.submits)
       try {
         if (submitGate.hold) await submitGate.hold
@@ -141,6 +141,9 @@ describe('Batch', () => {
       expect(item.retryIn).toBe(1)
       await vi.advanceTimersByTimeAsync(1000)
       expect(api.submit).toHaveBeenCalledTimes(2)
+      // The same upload again: the same Idempotency-Key, so a lost answer cannot make a second task.
+      expect(api.submit.mock.calls[0]![3]).toMatch(/^[0-9a-f]{32}$/)
+      expect(api.submit.mock.calls[1]![3]).toBe(api.submit.mock.calls[0]![3])
       expect(item).toMatchObject({ status: 'queued', retryIn: null })
     })
   })
@@ -192,6 +195,7 @@ describe('Batch', () => {
     await flush()
     expect(api.submit).toHaveBeenCalledTimes(2)
     expect(api.submit.mock.calls[1]![0]).toBe(file)
+    expect(api.submit.mock.calls[1]![3]).not.toBe(api.submit.mock.calls[0]![3]) // a new attempt, a new key
     expect(batch.items[0]).toMatchObject({ status: 'queued', error: null })
     stream('t1').emit('status', completed('t1'))
     await flush()

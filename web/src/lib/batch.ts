@@ -1,4 +1,4 @@
-import type { Api } from './api'
+import { newIdempotencyKey, type Api } from './api'
 import { followTask, type Following, type FollowDeps } from './followTask'
 import { clamp, resultFileName } from './format'
 import { ApiError, NetworkError } from './http'
@@ -254,7 +254,8 @@ export class Batch {
     }
     try {
       moveTo(item, 'uploading')
-      const sub = await withRetry(() => api.submit(item.file, item.options!, signal), retry)
+      const key = newIdempotencyKey() // one per submission: its automatic retries cannot make a second task
+      const sub = await withRetry(() => api.submit(item.file, item.options!, signal, key), retry)
       if (signal.aborted) {
         // Cancelled while the upload was finishing: the server has it now, so tell it.
         void api.cancel(sub.task_id).catch(() => {})

@@ -13,9 +13,10 @@ export class ApiError extends Error {
     this.retryAfter = retryAfter
   }
 
-  /** 429 (busy / rate limited) and 503 (no enhancer, storage down) are worth trying again. */
+  /** 429 (busy / rate limited), 503 (no enhancer, storage down) and a 409 that says when to come back
+   * (the same upload still being accepted) are worth trying again. */
   get retryable(): boolean {
-    return this.status === 429 || this.status === 503
+    return this.status === 429 || this.status === 503 || (this.status === 409 && this.retryAfter != null)
   }
 }
 

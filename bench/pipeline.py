@@ -15,6 +15,7 @@ Printed per photo size and configuration (N enhancers, prefetch on/off):
   (the ``timings`` each worker records, also exported on its ``/metrics`` as ``pe_enhancer_stage_seconds``),
   ``bookkeeping`` (claimed → finished minus those stages: record writes, progress, the completed fact),
   ``notice`` (finished → the client's poll saw it), ``download``, and ``total`` (POST → download done);
+- how fast the edge answers ``/health`` and ``/status`` meanwhile (p50/p99, probed every 100 ms);
 - the overhead against the same decode + resize + encode done in-process: a sequential run (one client,
   one enhancer) gives ``service time / in-process time`` per photo, and the throughput runs give
   ``in-process photos/s on one thread / service tasks/s``.
@@ -140,9 +141,24 @@ def one_task(http: httpx.Client, photo: bytes, name: str, scale: int, poll: floa
     return task
 
 
-def run_load(url: str, photo: bytes, *, tasks: int, clients: int, scale: int, poll: float) -> tuple[list[Task], float]:
+def probe_edge(url: str, done: list[Task], stop: threading.Event, every: float = 0.1) -> dict[str, list[float]]:
+    """While the load runs: how long ``/health`` and a task's ``/status`` take to answer (seconds)."""
+    seen: dict[str, list[float]] = {"health": [], "status": []}
+    with httpx.Client(base_url=url, timeout=30) as http:
+        while not stop.wait(every):
+            for name, path in (("health", "/health"), ("status", f"/api/v1/status/{done[0].task_id}" if done else "")):
+                if path:
+                    t = time.perf_counter()
+                    http.get(path)
+                    seen[name].append(time.perf_counter() - t)
+    return seen
+
+
+def run_load(url: str, photo: bytes, *, tasks: int, clients: int, scale: int, poll: float,
+             probes: dict[str, list[float]] | None = None) -> tuple[list[Task], float]:
     """``clients`` threads, each with its own HTTP connection, run upload → poll → download until ``tasks``
-    tasks are done. Returns the tasks and the wall time from the first POST to the last download."""
+    tasks are done. Returns the tasks and the wall time from the first POST to the last download. With
+    ``probes``, the edge's ``/health`` and ``/status`` latencies meanwhile are added to it."""
     counter = iter(range(tasks))
     lock = threading.Lock()
     done: list[Task] = []
@@ -159,9 +175,15 @@ def run_load(url: str, photo: bytes, *, tasks: int, clients: int, scale: int, po
                     done.append(task)
 
     t0 = time.time()
-    with ThreadPoolExecutor(clients) as pool:
+    stop = threading.Event()
+    with ThreadPoolExecutor(clients + 1) as pool:
+        probe = pool.submit(probe_edge, url, done, stop) if probes is not None else None
         for f in [pool.submit(client) for _ in range(clients)]:
             f.result()
+        stop.set()
+        if probe is not None:
+            for name, values in probe.result().items():
+                probes.setdefault(name, []).extend(values)
     return done, time.time() - t0
 
 
@@ -215,11 +237,13 @@ class Row:
     tasks_per_s: float
     stages: dict[str, list[float]]
     failed: int
+    probes: dict[str, list[float]] = field(default_factory=dict)
 
 
 def measure(stack: Stack, nats: EmbeddedNats, label: str, photo: bytes, *, tasks: int, clients: int,
             scale: int, poll: float) -> Row:
-    done, wall = run_load(stack.url, photo, tasks=tasks, clients=clients, scale=scale, poll=poll)
+    probes: dict[str, list[float]] = {}
+    done, wall = run_load(stack.url, photo, tasks=tasks, clients=clients, scale=scale, poll=poll, probes=probes)
     records = asyncio.run(_read_records(nats, [t.task_id for t in done]))
     stages: dict[str, list[float]] = {s: [] for s in STAGES}
     failed = 0
@@ -231,7 +255,7 @@ def measure(stack: Stack, nats: EmbeddedNats, label: str, photo: bytes, *, tasks
         assert task.record["engine"].startswith("bench-resize"), task.record["engine"]
         for name, seconds in stage_times(task).items():
             stages[name].append(seconds)
-    return Row(label, len(done) / wall, stages, failed)
+    return Row(label, len(done) / wall, stages, failed, probes)
 
 
 # --- printing -------------------------------------------------------------------------------------------
@@ -351,6 +375,10 @@ def main() -> None:
         for row in results[size]:
             print(f"  {row.label}: {row.tasks_per_s:.2f} tasks/s = {row.tasks_per_s * ref:.2f}× "
                   f"the in-process rate on one thread")
+        for row in results[size]:
+            answers = ", ".join(f"{name} p50 {ms(pct(v, .5)).strip()} / p99 {ms(pct(v, .99)).strip()} ms"
+                                for name, v in row.probes.items() if v)
+            print(f"  edge under that load ({row.label}): {answers}")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ checked to be *ours* before it is used: on a shared machine another process may 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -60,6 +61,31 @@ def free_port(*, also_plus: int | None = None) -> int:
     raise ServerError("no free port pair found on 127.0.0.1")
 
 
+#: In a server's data directory: the pid of the server using it (see ``_reap_orphan``).
+PID_FILE = "server.pid"
+
+
+def _reap_orphan(data_dir: Path, name: str) -> None:
+    """Stop a server that an earlier run left behind on this data directory (its parent was killed
+    outright, so nobody stopped it); it would hold the directory's locks and the new one would fail.
+    Only a live process running in this directory (servers are started with it as their working
+    directory) is touched, so a recycled pid is left alone."""
+    try:
+        pid = int((data_dir / PID_FILE).read_text())
+        if Path(os.readlink(f"/proc/{pid}/cwd")) != data_dir.resolve():
+            return
+    except (OSError, ValueError):
+        return
+    print(f"stopping the {name} an earlier run left behind on {data_dir} (pid {pid})", flush=True)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+        for _ in range(100):
+            time.sleep(0.1)
+            os.kill(pid, 0)
+        os.kill(pid, signal.SIGKILL)
+        time.sleep(0.5)
+
+
 def _stop(proc: subprocess.Popen[bytes] | None, timeout: float = 10) -> None:
     if proc is None or proc.poll() is not None:
         return
@@ -80,12 +106,14 @@ class _Process:
 
     def _spawn(self, args: list[str], env: dict[str, str], cwd: Path) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        _reap_orphan(self.log_path.parent, self.name)
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             args, env={**os.environ, **env}, cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, start_new_session=True,
         )
         log.close()
+        (self.log_path.parent / PID_FILE).write_text(str(self.proc.pid))
 
     def _died(self) -> ServerError:
         tail = self.log_path.read_text(errors="replace")[-2000:] if self.log_path.exists() else ""

@@ -61,3 +61,26 @@ def processes_mentioning(text: str) -> list[str]:
         if text in args:
             found.append(args)
     return found
+
+
+def test_servers_left_behind_by_a_killed_run_are_stopped_by_the_next(tmp_path: Path) -> None:
+    """`make run` killed outright (SIGKILL: no clean-up) leaves its S3 and NATS servers running on
+    var/; the next run must not fail on their locks: it stops them and starts its own."""
+    from photoenhance.servers import EmbeddedNats, EmbeddedS3
+
+    script = ("import sys, time; from pathlib import Path; from photoenhance.servers import EmbeddedNats, EmbeddedS3\n"
+              "d = Path(sys.argv[1]); s3 = EmbeddedS3(d / 's3'); s3.start(); n = EmbeddedNats(d / 'nats'); n.start()\n"
+              "print(s3.proc.pid, n.proc.pid, flush=True); time.sleep(600)\n")
+    first = subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        orphans = [int(pid) for pid in first.stdout.readline().split()]
+    finally:
+        first.kill()
+        first.wait()
+    assert len(orphans) == 2 and all(Path(f"/proc/{pid}").exists() for pid in orphans)
+
+    with EmbeddedS3(tmp_path / "s3") as s3, EmbeddedNats(tmp_path / "nats") as nats:
+        assert httpx.get(f"{s3.endpoint}/", timeout=5).status_code in (200, 403)
+        assert nats.proc is not None and nats.proc.poll() is None
+        wait_until(lambda: not any(Path(f"/proc/{pid}").exists() for pid in orphans), 15,
+                   "the left-behind servers to be gone")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -31,8 +32,9 @@ from .worker import Worker
 log = logging.getLogger(__name__)
 
 
-async def serve(settings: EnhancerSettings, stop: asyncio.Event) -> None:
-    """Run until ``stop`` is set, then drain: finish held jobs, take no new ones, leave the bus."""
+async def serve(settings: EnhancerSettings, stop: asyncio.Event) -> int:
+    """Run until ``stop`` is set, then drain: finish held jobs, take no new ones, leave the bus.
+    Returns how many jobs were handed back unfinished (their engine threads may still be running)."""
     device = pick_device(settings.device)
     engines = [settings.engine_override] if settings.engine_override else available_engines(settings.model_dir)
     settings.model_dir.mkdir(parents=True, exist_ok=True)
@@ -78,10 +80,15 @@ async def serve(settings: EnhancerSettings, stop: asyncio.Event) -> None:
             finished.set()
             await beating
             await service.stop()
+    return worker.handed_back
 
 
 def main() -> None:
     """Entry point of ``photoenhance enhancer``: SIGTERM/SIGINT drain and exit."""
     settings = EnhancerSettings.from_env()
 
-    run_until_signal(lambda stop: serve(settings, stop))
+    if run_until_signal(lambda stop: serve(settings, stop)):
+        # A handed-back job's engine is still computing in its thread, which cannot be interrupted and
+        # which the interpreter would wait for at exit: leave now (the job is already back in the queue).
+        logging.shutdown()
+        os._exit(0)

@@ -36,6 +36,9 @@ class EnhancerSettings:
     #: Jobs each slot pulls, fetches and decodes while its engine is busy (0 or 1); None: "auto", which is 1 on
     #: CUDA and 0 on CPU (see ``worker.py`` for the trade-off). ``ENHANCER_PREFETCH=auto|0|1``.
     prefetch: int | None = None
+    #: On SIGTERM, seconds to finish the jobs in hand; a job still running then is handed back to the
+    #: queue (another worker takes it at once) and the process leaves without waiting for its engine.
+    drain_timeout: float = 30.0
     #: Benchmarks only: run every job on this engine ("bench-resize"), whatever the job asks.
     engine_override: str | None = None
     #: Port of the Prometheus ``/metrics`` endpoint (0: off) and the address it binds.
@@ -51,6 +54,8 @@ class EnhancerSettings:
             raise SettingsError("ENHANCER_ENGINE may only be 'bench-resize' (benchmarks)")
         if self.prefetch not in (None, 0, 1):
             raise SettingsError("ENHANCER_PREFETCH must be auto, 0 or 1")
+        if self.drain_timeout <= 0:
+            raise SettingsError("ENHANCER_DRAIN_TIMEOUT must be positive")
         if self.heartbeat <= 0:
             raise SettingsError("ENHANCER_HEARTBEAT must be positive")
         if self.keepalive <= 0:
@@ -70,6 +75,7 @@ class EnhancerSettings:
             worker_id=env("ENHANCER_ID") or f"{socket.gethostname()}-{os.getpid()}",
             heartbeat=env_float("ENHANCER_HEARTBEAT", 5.0),
             prefetch=_prefetch(env("ENHANCER_PREFETCH", "auto")),
+            drain_timeout=env_float("ENHANCER_DRAIN_TIMEOUT", 30.0),
             engine_override=env("ENHANCER_ENGINE"),
             metrics_port=env_int("ENHANCER_METRICS_PORT", 0),
             metrics_host=env("ENHANCER_METRICS_HOST", "0.0.0.0") or "0.0.0.0",

@@ -93,8 +93,8 @@ class Slot:
                                                 max_faces=self._settings.max_faces)
         return self._engines[name]
 
-    def close(self) -> None:
-        self.executor.shutdown(wait=True, cancel_futures=True)
+    def close(self, *, wait: bool = True) -> None:
+        self.executor.shutdown(wait=wait, cancel_futures=True)
 
 
 class Admission:
@@ -172,6 +172,8 @@ class Worker:
         #: Decode and encode run here, off the engines' threads (one decode and one encode per slot at most).
         self._codec = ThreadPoolExecutor(2 * settings.concurrency, thread_name_prefix="codec")
         self._running: set[asyncio.Task[None]] = set()
+        #: Jobs given back to the queue at shutdown while their engine still ran (see ``run``).
+        self.handed_back = 0
 
     # --- the loop --------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
@@ -192,17 +194,25 @@ class Worker:
                 self._running.add(task)
                 task.add_done_callback(self._running.discard)
         finally:
-            # Taking nothing new from here on; finish what we hold.
+            # Taking nothing new from here on; finish what we hold, within the drain timeout.
             if self._running:
-                log.info("worker %s: draining %d job(s)", self.settings.worker_id, len(self._running))
-                await asyncio.gather(*list(self._running), return_exceptions=True)
+                log.info("worker %s: draining %d job(s) (at most %.0f s)", self.settings.worker_id,
+                         len(self._running), self.settings.drain_timeout)
+                _, late = await asyncio.wait(set(self._running), timeout=self.settings.drain_timeout)
+                if late:
+                    log.warning("worker %s: %d job(s) still running after %.0f s; handing them back to the queue",
+                                self.settings.worker_id, len(late), self.settings.drain_timeout)
+                    self.handed_back = len(late)
+                    for task in late:
+                        task.cancel()
+                    await asyncio.gather(*late, return_exceptions=True)
             try:
                 await sub.unsubscribe()
             except Exception as e:  # connection may already be gone
                 log.debug("unsubscribe failed: %s", e)
-            for slot in self._all_slots:
-                slot.close()
-            self._codec.shutdown(wait=True, cancel_futures=True)
+            for slot in self._all_slots:  # an engine still busy with a handed-back job is not waited for
+                slot.close(wait=not self.handed_back)
+            self._codec.shutdown(wait=not self.handed_back, cancel_futures=True)
 
     async def _next_slot(self, stop: asyncio.Event) -> Slot | None:
         getter = asyncio.ensure_future(self._slots.get())
@@ -247,6 +257,9 @@ class Worker:
         except Exception:  # nothing may kill the worker; the message will be redelivered
             log.exception("unexpected error while handling a job; it will be redelivered")
             await _quietly(msg.nak(delay=2))
+        except asyncio.CancelledError:  # stopping past the drain timeout: another worker takes it now
+            await _quietly(msg.nak())
+            raise
         finally:
             keepalive.cancel()
             self.counters.in_flight -= 1

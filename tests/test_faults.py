@@ -3,6 +3,8 @@ task completes or is reported failed with a reason; the services recover on thei
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import pytest
 
@@ -57,3 +59,26 @@ def test_storage_unreachable_for_a_while(own_stack: Stack) -> None:
         assert http.get("/api/v1/health").json()["storage"]["reachable"] is True
         again = submit(http, tiny(5), "again.jpg", scale="2", quality_level="fast")
         assert finish(http, again)["status"] == "completed"
+
+
+def test_sigterm_hands_back_a_job_that_outlasts_the_drain_timeout(own_stack: Stack) -> None:
+    """Stopping an enhancer does not wait out a long job: past ENHANCER_DRAIN_TIMEOUT the job goes back
+    to the queue at once, the process exits, and another enhancer finishes it."""
+    first = own_stack.enhancers.pop()
+    assert first.stop() == 0  # idle: a plain drain
+    impatient = own_stack.start_enhancer("impatient", ENHANCER_DRAIN_TIMEOUT="1")
+    with httpx.Client(base_url=own_stack.url, timeout=30) as http:
+        # x4plus on 128² in 32-pixel tiles: tens of seconds on a CPU.
+        task_id = submit(http, encode(photo("chelsea", size=(128, 128)), quality=90), "long.jpg",
+                         quality_level="high", tile_size="32", face_enhance="false")
+        wait_until(lambda: http.get(f"/api/v1/status/{task_id}").json()["stage"] == "upscaling", 120,
+                   "the long job to be on the engine")
+        started = time.monotonic()
+        assert impatient.stop(timeout=30) == 0
+        assert time.monotonic() - started < 10, "SIGTERM waited for the job instead of handing it back"
+        assert "handing them back to the queue" in impatient.log()
+        assert http.get(f"/api/v1/status/{task_id}").json()["status"] != "completed"
+
+        own_stack.start_enhancer("successor")
+        final = finish(http, task_id)
+        assert final["status"] == "completed" and final["attempts"] == 2, final

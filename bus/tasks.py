@@ -41,20 +41,32 @@ class TaskStore:
     def __init__(self, kv: KeyValue) -> None:
         self.kv = kv
 
-    async def create(self, state: TaskState) -> None:
-        """Create the record; a retry after a lost answer finds it already there, which is success."""
-        created = False
+    async def create(self, state: TaskState) -> int:
+        """Create the record and return its revision; a retry after a lost answer finds it already
+        there, which is success."""
+        revision = 0
 
         async def once() -> None:
-            nonlocal created
+            nonlocal revision
             try:
-                await self.kv.create(state.task_id, state.encode())
-                created = True
+                revision = await self.kv.create(state.task_id, state.encode())
             except KeyWrongLastSequenceError:
-                if not created and await self.get(state.task_id) != state:
+                found = None if revision else await self.entry(state.task_id)
+                if found is None or found[0] != state:
                     raise
+                revision = found[1]
 
         await retrying(once, what=f"task {state.task_id}: create record")
+        return revision
+
+    async def replace_if_unchanged(self, state: TaskState, revision: int) -> bool:
+        """Write ``state`` only if the record is still at ``revision`` (nobody wrote since)."""
+        try:
+            await retrying(lambda: self.kv.update(state.task_id, state.encode(), last=revision),
+                           what=f"task {state.task_id}: update record")
+            return True
+        except KeyWrongLastSequenceError:
+            return False
 
     async def entry(self, task_id: str) -> tuple[TaskState, int] | None:
         try:

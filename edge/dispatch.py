@@ -7,6 +7,7 @@ import time
 
 import nats.errors
 import nats.js.errors
+from nats.js.api import ConsumerInfo
 
 from bus import retrying, subjects
 from bus.schemas import FAILED, QUEUED, EnhanceJob, EnhanceOptions, TaskState
@@ -47,9 +48,7 @@ def _busy(waiting: int) -> ApiError:
 
 async def require_room(res: Resources) -> None:
     """Refuse early (429) when the bounded queue is full, before storing anything."""
-    info = await retrying(lambda: res.js.consumer_info(subjects.JOBS_STREAM, subjects.JOBS_CONSUMER),
-                          what="queue depth")
-    waiting = info.num_pending or 0
+    waiting = (await jobs_consumer(res)).num_pending or 0
     if waiting >= res.settings.tasks.queue_limit:
         raise _busy(waiting)
 
@@ -74,7 +73,7 @@ async def submit(
         quality=options.quality, tile_size=options.tile_size, face_enhance=options.face_enhance, owner=owner,
         stage=QUEUED, message="Queued: waiting for a free enhancer",
     )
-    await res.tasks.create(state)
+    revision = await res.tasks.create(state)
     job = EnhanceJob(task_id=task_id, input_key=input_key, input_name=input_name, scale=options.scale,
                      quality=options.quality, tile_size=options.tile_size, face_enhance=options.face_enhance,
                      owner=owner, submitted_at=now)
@@ -85,11 +84,16 @@ async def submit(
     except nats.js.errors.APIError as e:  # the stream is full (a race past require_room): undo, refuse
         await res.tasks.kv.delete(task_id)
         raise _busy(res.settings.tasks.queue_limit) from e
-    # Remember the job's place in the stream (for "N ahead of you"), unless a worker has it already.
-    # The answer stays the record as submitted (queued), whatever a fast worker has made of it since.
-    await res.tasks.update(task_id, lambda s: s.replace(queue_seq=ack.seq)
-                           if s.status == QUEUED and s.queue_seq is None else None)
+    # Remember the job's place in the stream (for "N ahead of you"): one conditional write, skipped
+    # when a worker has claimed the task already. The answer stays the record as submitted (queued).
+    await res.tasks.replace_if_unchanged(state.replace(queue_seq=ack.seq), revision)
     return state
+
+
+async def jobs_consumer(res: Resources) -> ConsumerInfo:
+    """The work queue's consumer: how many jobs wait, how many are held, where delivery has got to."""
+    return await retrying(lambda: res.js.consumer_info(subjects.JOBS_STREAM, subjects.JOBS_CONSUMER),
+                          what="queue depth")
 
 
 async def queue_position(res: Resources, state: TaskState) -> int | None:
@@ -97,20 +101,19 @@ async def queue_position(res: Resources, state: TaskState) -> int | None:
     after the last one handed out and before this one is still waiting. ``None`` when not queued."""
     if state.status != QUEUED or state.queue_seq is None:
         return None
-    info = await retrying(lambda: res.js.consumer_info(subjects.JOBS_STREAM, subjects.JOBS_CONSUMER),
-                          what="queue position")
+    info = await jobs_consumer(res)
     delivered = info.delivered.stream_seq if info.delivered else 0
     return max(1, state.queue_seq - (delivered or 0))
 
 
 async def cancel(res: Resources, task_id: str) -> TaskState | None:
     """Fail a task that is still waiting (a worker that later pulls its job finds it final and drops
-    it). Returns the cancelled record, or ``None`` when it is no longer queued."""
+    it). Returns the record as it now is — cancelled (``stage == CANCELLED``) or, when it had already
+    started, unchanged; ``None`` when there is no such task."""
     now = time.time()
-    state = await res.tasks.update(task_id, lambda s: s.replace(
+    return await res.tasks.update(task_id, lambda s: s.replace(
         status=FAILED, stage=CANCELLED, message="Cancelled", error="Cancelled by the user before it started.",
         finished_at=now, updated_at=now) if s.status == QUEUED else None)
-    return state if state is not None and state.stage == CANCELLED else None
 
 
 async def wait_final(res: Resources, task_id: str, timeout: float) -> TaskState | None:

@@ -33,7 +33,7 @@ def claim_key(identity: str, key: str) -> str:
 
 async def claim(kv: KeyValue, key: str, task_id: str, *, has_task: Callable[[str], Awaitable[bool]]) -> str | None:
     """Claim ``key`` for ``task_id``. Returns ``None`` when it is ours now, else the task id an earlier
-    request with the same key claimed it for."""
+    request with the same key claimed it for. ``has_task`` is asked only about a stale claim."""
     value = f"{task_id} {time.time():.3f}".encode()
     try:
         await kv.create(key, value)
@@ -46,7 +46,7 @@ async def claim(kv: KeyValue, key: str, task_id: str, *, has_task: Callable[[str
         await kv.create(key, value)
         return None
     earlier, _, at = (entry.value or b"").decode().partition(" ")
-    if await has_task(earlier) or time.time() - float(at or 0) < STALE_AFTER:
+    if time.time() - float(at or 0) < STALE_AFTER or await has_task(earlier):
         return earlier
     await kv.update(key, value, last=entry.revision)  # the earlier request died before its task existed
     return None

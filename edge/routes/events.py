@@ -22,11 +22,9 @@ from bus import subjects
 from bus.codec import SchemaError
 from bus.schemas import TaskProgress, TaskState
 
-from .. import dispatch
 from ..deps import ResourcesDep
 from ..resources import Resources
-from ..views import task_status
-from .tasks import load_task
+from .tasks import load_task, status_view
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +109,7 @@ async def events(task: Annotated[TaskState, Depends(existing_task)],
                 continue
             if kind == "status":
                 state = item
-            body = task_status(state, await dispatch.queue_position(res, state))
+            body = await status_view(res, state)
             if body != sent:
                 sent = body
                 yield ServerSentEvent(event="status", data=body)

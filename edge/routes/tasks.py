@@ -22,13 +22,21 @@ from .wechat import release_use
 router = APIRouter(prefix="/api/v1", tags=["tasks"])
 
 
-async def load_task(res: Resources, task_id: str) -> TaskState:
+def check_task_id(task_id: str) -> None:
     if not is_task_id(task_id):
         raise ApiError(400, "This is not a valid task id (expected 32 hexadecimal characters).")
+
+
+def task_not_found(res: Resources) -> ApiError:
+    hours = res.settings.tasks.retention_hours
+    return ApiError(404, f"Task not found. Tasks and their results are kept for {hours:g} hours.")
+
+
+async def load_task(res: Resources, task_id: str) -> TaskState:
+    check_task_id(task_id)
     state = await res.tasks.get(task_id)
     if state is None:
-        hours = res.settings.tasks.retention_hours
-        raise ApiError(404, f"Task not found. Tasks and their results are kept for {hours:g} hours.")
+        raise task_not_found(res)
     return state
 
 
@@ -52,14 +60,15 @@ async def status(task_id: str, res: ResourcesDep) -> dict[str, Any]:
 @router.post("/tasks/{task_id}/cancel", summary="Cancel a task that has not started yet",
              responses={409: {"description": "The task has already started or finished"}})
 async def cancel(task_id: str, res: ResourcesDep) -> dict[str, Any]:
-    state = await load_task(res, task_id)
-    cancelled = await dispatch.cancel(res, task_id)
-    if cancelled is None:
-        current = await res.tasks.get(task_id) or state
-        raise ApiError(409, f"The task can no longer be cancelled: it is {current.status}.",
-                       current_status=current.status, task_id=task_id)
-    await release_use(res, cancelled.owner, task_id, "cancelled by the user")
-    return task_status(cancelled)
+    check_task_id(task_id)
+    state = await dispatch.cancel(res, task_id)
+    if state is None:
+        raise task_not_found(res)
+    if state.stage != dispatch.CANCELLED:
+        raise ApiError(409, f"The task can no longer be cancelled: it is {state.status}.",
+                       current_status=state.status, task_id=task_id)
+    await release_use(res, state.owner, task_id, "cancelled by the user")
+    return task_status(state)
 
 
 @router.get("/download/{task_id}", summary="The enhanced image", response_class=StreamingResponse)

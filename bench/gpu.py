@@ -45,36 +45,6 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _distutils_for_basicsr() -> None:
-    """basicsr 1.4.2 does ``from distutils.version import LooseVersion``; Python ≥ 3.12 has no distutils.
-
-    setuptools supplies it when its import hook is active; otherwise a minimal LooseVersion stands in.
-    """
-    import importlib
-
-    for pre in ((), ("setuptools",)):  # setuptools, once imported, supplies its own distutils
-        with contextlib.suppress(ImportError):
-            for name in (*pre, "distutils.version"):
-                importlib.import_module(name)
-            return
-    import re
-
-    class LooseVersion:
-        def __init__(self, v: str) -> None:
-            self.v = tuple(int(x) if x.isdigit() else x for x in re.findall(r"\d+|[a-z]+", str(v)))
-
-        def __ge__(self, o: LooseVersion) -> bool:
-            return self.v >= o.v
-
-        def __lt__(self, o: LooseVersion) -> bool:
-            return self.v < o.v
-
-    mod, ver = types.ModuleType("distutils"), types.ModuleType("distutils.version")
-    ver.LooseVersion = LooseVersion  # type: ignore[attr-defined]
-    mod.version = ver  # type: ignore[attr-defined]
-    sys.modules.update({"distutils": mod, "distutils.version": ver})
-
-
 def _import_engines_only() -> None:
     """Make ``import enhancer.engines`` skip ``enhancer/__init__`` (the service: NATS, S3 clients...).
 
@@ -88,7 +58,6 @@ def _import_engines_only() -> None:
         sys.modules["enhancer"] = pkg
 
 
-_distutils_for_basicsr()
 _import_engines_only()
 
 import cv2  # noqa: E402
@@ -273,10 +242,12 @@ class Config:
     workers: int = 0  # 0: strictly serial in one thread; n: decode/encode threads + n engine threads
     cudnn_benchmark: bool = False
     cuda_only: bool = False
+    bg_nhwc: bool | None = None  # None: the engine's default (channels_last on CUDA, NCHW on CPU)
 
     def describe(self) -> str:
         mode = "serial" if self.workers == 0 else f"overlapped x{self.workers}"
         extra = " cudnn.benchmark" if self.cudnn_benchmark else ""
+        extra += {None: "", True: " bg NHWC", False: " bg NCHW"}[self.bg_nhwc]
         return (
             f"bg {PRECISION[self.bg_half]}, faces {PRECISION[self.face_half]}, "
             f"face_batch {self.face_batch}, "
@@ -299,6 +270,10 @@ def gpu_configs(tile: int) -> list[Config]:
         Config("best-overlapped-4streams", 0, face_half=True, workers=4, cuda_only=True),
         Config("best-overlapped-8streams", 0, face_half=True, workers=8, cuda_only=True),
         Config("best-2streams-cudnn-bench", 0, face_half=True, workers=2, cudnn_benchmark=True, cuda_only=True),
+        Config("serial-nchw", 0, bg_nhwc=False, cuda_only=True),  # before the engine went channels_last
+        Config("serial-tile0", 0),
+        Config("4streams-nchw", 0, workers=4, bg_nhwc=False, cuda_only=True),
+        Config("4streams", 0, workers=4),
     ]
 
 
@@ -350,7 +325,7 @@ class Bench:
         )
 
         model_dir = args.model_dir
-        self._bgs: dict[bool | None, RealESRGANEngine] = {}
+        self._bgs: dict[tuple[bool | None, bool | None], RealESRGANEngine] = {}
         bg = self._bg(None)
         with tempfile.TemporaryDirectory(prefix="bench-gfpgan-") as scratch:  # 348 MB: never left behind
             torch.manual_seed(0)
@@ -367,13 +342,13 @@ class Bench:
         # allocator pools memory per stream, so a fresh stream per call would strand its cached blocks.
         self._streams: list[torch.cuda.Stream] = []
 
-    def _bg(self, half: bool | None) -> RealESRGANEngine:
-        if half not in self._bgs:
-            kw = {} if half is None else {"half": half}
+    def _bg(self, half: bool | None, nhwc: bool | None = None) -> RealESRGANEngine:
+        if (half, nhwc) not in self._bgs:
+            kw = {k: v for k, v in (("half", half), ("channels_last", nhwc)) if v is not None}
             bg = RealESRGANEngine(self.args.model_dir, self.device, **kw)
             bg.upscale = CLOCK.wrap("upscale", bg.upscale)  # type: ignore[method-assign]
-            self._bgs[half] = bg
-        return self._bgs[half]
+            self._bgs[(half, nhwc)] = bg
+        return self._bgs[(half, nhwc)]
 
     def _net(self, half: bool) -> torch.nn.Module:
         if not half:
@@ -482,7 +457,7 @@ class Bench:
             r.skipped = "needs CUDA"
             return r
         started = time.perf_counter()
-        self.engine.background = self._bg(cfg.bg_half)
+        self.engine.background = self._bg(cfg.bg_half, cfg.bg_nhwc)
         if self.engine_has_half:  # the engine's own fp16 (autocast, NaN/black fallback) since it has one
             self.engine._net = self._net32
             self.engine.half = self.cuda if cfg.face_half is None else cfg.face_half

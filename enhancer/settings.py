@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import socket
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from bus.settings import NatsSettings, S3Settings, SettingsError, TaskSettings, env, env_float, env_int
 
@@ -19,8 +20,10 @@ class EnhancerSettings:
     tasks: TaskSettings
     #: Where weights live (GFPGANv1.4.pth, RetinaFace) and where converted Real-ESRGAN weights are cached.
     model_dir: Path = DEFAULT_MODEL_DIR
-    #: Jobs this worker runs at once; each has its own model instance and thread.
-    concurrency: int = 1
+    #: Jobs this worker runs at once; each has its own model instance and thread. None: "auto", which is 4 on
+    #: CUDA (one Python process keeps about four engine threads' worth of GPU busy) and 1 on CPU, where one
+    #: job's model already uses every core. ``ENHANCER_CONCURRENCY=auto|N``.
+    concurrency: int | None = None
     #: "auto" (CUDA when present), "cpu", "cuda" or "cuda:N".
     device: str = "auto"
     #: Largest input accepted, in pixels (the edge checks too; this protects the worker).
@@ -45,9 +48,15 @@ class EnhancerSettings:
     metrics_port: int = 0
     metrics_host: str = "0.0.0.0"
 
+    def for_device(self, device: Any) -> EnhancerSettings:
+        """These settings with every "auto" resolved for ``device`` (a ``torch.device``)."""
+        cuda = getattr(device, "type", str(device)) == "cuda"
+        return replace(self, concurrency=self.concurrency or (4 if cuda else 1),
+                       prefetch=(1 if cuda else 0) if self.prefetch is None else self.prefetch)
+
     def __post_init__(self) -> None:
-        if self.concurrency < 1:
-            raise SettingsError("ENHANCER_CONCURRENCY must be at least 1")
+        if self.concurrency is not None and self.concurrency < 1:
+            raise SettingsError("ENHANCER_CONCURRENCY must be auto or at least 1")
         if self.max_input_pixels < 1:
             raise SettingsError("MAX_INPUT_MEGAPIXELS must be positive")
         if self.engine_override not in (None, "bench-resize"):
@@ -68,13 +77,13 @@ class EnhancerSettings:
             s3=S3Settings.from_env(),
             tasks=TaskSettings.from_env(),
             model_dir=Path(env("MODEL_DIR", str(DEFAULT_MODEL_DIR)) or DEFAULT_MODEL_DIR).expanduser(),
-            concurrency=env_int("ENHANCER_CONCURRENCY", 1),
+            concurrency=_auto_int("ENHANCER_CONCURRENCY"),
             device=env("ENHANCER_DEVICE", "auto") or "auto",
             max_input_pixels=int(env_float("MAX_INPUT_MEGAPIXELS", 20.0) * 1_000_000),
             max_faces=env_int("ENHANCER_MAX_FACES", 10),
             worker_id=env("ENHANCER_ID") or f"{socket.gethostname()}-{os.getpid()}",
             heartbeat=env_float("ENHANCER_HEARTBEAT", 5.0),
-            prefetch=_prefetch(env("ENHANCER_PREFETCH", "auto")),
+            prefetch=_auto_int("ENHANCER_PREFETCH"),
             drain_timeout=env_float("ENHANCER_DRAIN_TIMEOUT", 30.0),
             engine_override=env("ENHANCER_ENGINE"),
             metrics_port=env_int("ENHANCER_METRICS_PORT", 0),
@@ -82,11 +91,12 @@ class EnhancerSettings:
         )
 
 
-def _prefetch(raw: str | None) -> int | None:
-    text = (raw or "auto").strip().lower()
+def _auto_int(name: str) -> int | None:
+    """``auto`` (or unset) is None, resolved once the device is known; otherwise a whole number."""
+    text = (env(name, "auto") or "auto").strip().lower()
     if text == "auto":
         return None
     try:
         return int(text)
     except ValueError:
-        raise SettingsError("ENHANCER_PREFETCH must be auto, 0 or 1") from None
+        raise SettingsError(f"{name} must be auto or a whole number, not {text[:20]!r}") from None

@@ -50,7 +50,7 @@ from bus.storage import ObjectMissing, ObjectStore, StorageError, display_name, 
 from bus.tasks import TaskStore
 
 from . import metrics
-from .engines import Engine, EngineError, create_engine
+from .engines import Engine, EngineError, create_engine, use_own_cuda_stream
 from .engines import EnhanceOptions as EngineOptions
 from .imaging import ImageError, decode, encode, upscale_alpha
 from .progress import Reporter
@@ -76,7 +76,8 @@ class Slot:
 
     def __init__(self, index: int, settings: EnhancerSettings, device: Any, *, prefetch: int) -> None:
         self.index = index
-        self.executor = ThreadPoolExecutor(1, thread_name_prefix=f"engine-{index}")
+        self.executor = ThreadPoolExecutor(1, thread_name_prefix=f"engine-{index}",
+                                           initializer=use_own_cuda_stream, initargs=(device,))
         self.admissions = 1 + prefetch
         #: Ends when the job admitted last is done with the engine (see :class:`Admission`).
         self.last_turn: asyncio.Future[None] | None = None
@@ -126,13 +127,6 @@ class Admission:
             self._free.put_nowait(self.slot)
 
 
-def resolve_prefetch(setting: int | None, device: Any) -> int:
-    """``None`` (auto): prefetch on CUDA, where fetch/decode are a real share of a job; off on CPU."""
-    if setting is not None:
-        return setting
-    return 1 if getattr(device, "type", str(device)) == "cuda" else 0
-
-
 @dataclass
 class Counters:
     in_flight: int = 0
@@ -153,6 +147,7 @@ class Worker:
         device: Any,
         engines: list[str],
     ) -> None:
+        settings = settings.for_device(device)
         self.settings = settings
         self.nc = nc
         self.js = nc.jetstream()
@@ -161,7 +156,7 @@ class Worker:
         self.engines = engines
         self.device = device
         self.counters = Counters()
-        self.prefetch = resolve_prefetch(settings.prefetch, device)
+        self.prefetch: int = settings.prefetch  # type: ignore[assignment]  # resolved by for_device
         #: One entry per admission a slot has free. Filled round-robin, so that with several slots every
         #: engine gets a job before any slot prefetches a second one.
         self._slots: asyncio.Queue[Slot] = asyncio.Queue()
@@ -170,7 +165,7 @@ class Worker:
             for slot in self._all_slots:
                 self._slots.put_nowait(slot)
         #: Decode and encode run here, off the engines' threads (one decode and one encode per slot at most).
-        self._codec = ThreadPoolExecutor(2 * settings.concurrency, thread_name_prefix="codec")
+        self._codec = ThreadPoolExecutor(2 * len(self._all_slots), thread_name_prefix="codec")
         self._running: set[asyncio.Task[None]] = set()
         #: Jobs given back to the queue at shutdown while their engine still ran (see ``run``).
         self.handed_back = 0

@@ -63,12 +63,21 @@ class RealESRGANEngine:
     name = "realesrgan"
 
     def __init__(
-        self, model_dir: Path, device: torch.device | str = "cpu", *, half: bool | None = None, tile_pad: int = TILE_PAD
+        self,
+        model_dir: Path,
+        device: torch.device | str = "cpu",
+        *,
+        half: bool | None = None,
+        channels_last: bool | None = None,
+        tile_pad: int = TILE_PAD,
     ) -> None:
         self.model_dir = Path(model_dir)
         self.tile_pad = tile_pad  # context around each tile; 10 as upstream, more costs time but hides seams
         self.device = torch.device(device)
         self.half = self.device.type == "cuda" if half is None else half
+        #: NHWC on CUDA: cuDNN's fp16 tensor-core convolutions work in NHWC, so an NCHW net pays two
+        #: transposes per convolution; the NHWC output is also already the HxWx3 layout the host wants.
+        self.channels_last = self.device.type == "cuda" if channels_last is None else channels_last
         self._models: dict[tuple[str, torch.dtype], torch.nn.Module] = {}
         self._lock = threading.Lock()
         #: Test hook: raise a (simulated) OOM for any tile whose edge exceeds this many input pixels.
@@ -87,7 +96,8 @@ class RealESRGANEngine:
                 net = getattr(weights, spec.arch)()
                 net.load_state_dict(getattr(weights, spec.loader)(self.model_dir), strict=True)
                 net.requires_grad_(False).eval()
-                self._models[key] = net.to(device=self.device, dtype=dtype)
+                layout = torch.channels_last if self.channels_last else torch.contiguous_format
+                self._models[key] = net.to(device=self.device, dtype=dtype, memory_format=layout)
             return self._models[key]
 
     def enhance(self, rgb: np.ndarray, opts: EnhanceOptions, progress: Progress) -> EngineResult:
@@ -146,6 +156,7 @@ class RealESRGANEngine:
             pad=self.tile_pad,
             device=self.device,
             dtype=dtype,
+            channels_last=self.channels_last,
             progress=progress,
             check_tile=self._check_tile if self.simulate_oom_above is not None else None,
         )

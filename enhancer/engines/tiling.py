@@ -47,11 +47,14 @@ def upscale_tiled(
     dtype: torch.dtype,
     progress: Progress,
     check_tile: TileCheck | None = None,
+    channels_last: bool = False,
 ) -> np.ndarray:
     """Run ``model`` (an x``scale`` SR net taking RGB in [0, 1]) over ``rgb`` tile by tile.
 
     Returns HxWx3 uint8 of (H*scale, W*scale). Errors (including OOM) propagate; nothing is patched over.
+    ``channels_last``: feed the net NHWC tensors (the net must have been converted to match).
     """
+    layout = torch.channels_last if channels_last else torch.contiguous_format
     h, w = rgb.shape[:2]
     out = np.empty((h * scale, w * scale, 3), np.uint8)
     regions = tile_grid(h, w, tile)
@@ -59,15 +62,20 @@ def upscale_tiled(
         if check_tile is not None:
             check_tile(y1 - y0, x1 - x0)
         py0, py1, px0, px1 = max(y0 - pad, 0), min(y1 + pad, h), max(x0 - pad, 0), min(x1 + pad, w)
-        x = torch.from_numpy(np.ascontiguousarray(rgb[py0:py1, px0:px1])).to(device)
-        x = x.permute(2, 0, 1).unsqueeze(0).to(dtype).contiguous().div_(255.0)
+        region = np.ascontiguousarray(rgb[py0:py1, px0:px1])
+        if not region.flags.writeable:  # torch warns about read-only arrays (a photo decoded from bytes can be)
+            region = region.copy()
+        x = torch.from_numpy(region).to(device)
+        x = x.permute(2, 0, 1).unsqueeze(0).to(dtype).contiguous(memory_format=layout).div_(255.0)
         y = model(x)
         if dtype != torch.float32 and not bool(torch.isfinite(y).all()):
             raise NonFiniteOutput("non-finite values in half-precision output")
         cy, cx = (y0 - py0) * scale, (x0 - px0) * scale
         core = y[0, :, cy : cy + (y1 - y0) * scale, cx : cx + (x1 - x0) * scale]
-        core = core.float().clamp_(0, 1).mul_(255.0).round_().to(torch.uint8)
-        out[y0 * scale : y1 * scale, x0 * scale : x1 * scale] = core.permute(1, 2, 0).cpu().numpy()
+        core = core.float().clamp_(0, 1).mul_(255.0).round_().to(torch.uint8).permute(1, 2, 0)
+        if core.is_cuda:  # interleave on the GPU (a no-op for NHWC output); the host then gets a plain copy
+            core = core.contiguous()
+        out[y0 * scale : y1 * scale, x0 * scale : x1 * scale] = core.cpu().numpy()
         del x, y, core
         progress("upscaling", k, len(regions))
     return out

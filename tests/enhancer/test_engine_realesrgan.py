@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import pytest
 import skimage.data
+import torch
 
 from enhancer.engines import EngineError, EngineResult, EnhanceOptions, available_engines, create_engine, pick_device
 from enhancer.engines.realesrgan import RealESRGANEngine
@@ -139,3 +140,26 @@ def test_out_of_memory_at_the_smallest_tile_is_an_engine_error(sr_engine: RealES
 def test_other_errors_are_not_mistaken_for_oom(sr_engine: RealESRGANEngine) -> None:
     with pytest.raises(ValueError, match="HxWx3 uint8"):
         sr_engine.enhance(np.zeros((8, 8), np.uint8), EnhanceOptions(), lambda *a: None)
+
+
+@pytest.mark.parametrize(("quality", "tile"), [("fast", 0), ("fast", 48), ("high", 0)])
+def test_channels_last_layout_gives_the_same_picture(
+    sr_engine: RealESRGANEngine, quality: str, tile: int
+) -> None:
+    """The NHWC layout used on CUDA (forced here on the CPU) changes how tensors sit in memory, not the
+    picture: same size, same pixels up to float rounding, tiles and both models included."""
+    photo = shrink(skimage.data.astronaut(), 72, 56)
+    nhwc = RealESRGANEngine(sr_engine.model_dir, "cpu", channels_last=True)
+    opts = EnhanceOptions(quality=quality, tile_size=tile)
+    got = nhwc.enhance(photo, opts, lambda *a: None).image
+    want = sr_engine.enhance(photo, opts, lambda *a: None).image
+    assert not sr_engine.channels_last and got.shape == want.shape == (224, 288, 3)
+    assert np.abs(got.astype(int) - want).max() <= 1
+    kernels = [p for net in nhwc._models.values() for p in net.parameters() if p.ndim == 4]
+    assert kernels and all(k.is_contiguous(memory_format=torch.channels_last) for k in kernels)
+
+
+def test_gpu_defaults_are_half_precision_and_nhwc(engine_model_dir: Path) -> None:
+    """On CUDA the engine defaults to the fast path (fp16, NHWC); on a CPU to neither."""
+    gpu, cpu = RealESRGANEngine(engine_model_dir, "cuda"), RealESRGANEngine(engine_model_dir, "cpu")
+    assert (gpu.half, gpu.channels_last, cpu.half, cpu.channels_last) == (True, True, False, False)

@@ -53,6 +53,10 @@ from photoenhance.stack import ServiceProcess, Stack
 
 LABEL = ("ENGINE: bench-resize — a BENCHMARK-ONLY stand-in (Lanczos resize, no model). These figures are the "
          "service's own overhead, not enhancement speed.")
+#: Service settings for a load test: no rate limits or quotas, a deep queue, big photos, quick heartbeats.
+LOAD_ENV = {"ENHANCER_HEARTBEAT": "1", "LOG_LEVEL": "WARNING", "RATE_LIMIT_ENHANCE": "1000000/60",
+            "RATE_LIMIT_ACCOUNT": "1000000/60", "BILLING_ANONYMOUS_DAILY": "0", "QUEUE_LIMIT": "10000",
+            "MAX_UPLOAD_MB": "64", "MAX_INPUT_MEGAPIXELS": "60"}
 ENHANCER_STAGES = ("fetch", "decode", "wait", "engine", "encode", "store")
 STAGES = ("upload", "queue", *ENHANCER_STAGES, "bookkeeping", "notice", "download", "total")
 
@@ -334,10 +338,7 @@ def main() -> None:
               f"in-process decode+resize+encode{' + delay' if args.delay else ''}: {ref * 1000:.1f} ms "
               f"({1 / ref:.2f} photos/s on one thread)")
 
-    env = {"ENHANCER_ENGINE": "bench-resize", "BENCH_ENGINE_DELAY": str(args.delay), "ENHANCER_HEARTBEAT": "1",
-           "LOG_LEVEL": "WARNING", "RATE_LIMIT_ENHANCE": "1000000/60", "RATE_LIMIT_ACCOUNT": "1000000/60",
-           "BILLING_ANONYMOUS_DAILY": "0", "QUEUE_LIMIT": "10000", "MAX_UPLOAD_MB": "64",
-           "MAX_INPUT_MEGAPIXELS": "60"}
+    env = {**LOAD_ENV, "ENHANCER_ENGINE": "bench-resize", "BENCH_ENGINE_DELAY": str(args.delay)}
     query = f"scale={args.scale}"
     results: dict[int, list[Row]] = {size: [] for size in sizes}
     sequential: dict[tuple[int, str], Row] = {}

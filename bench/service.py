@@ -33,7 +33,7 @@ import tempfile
 import threading
 from pathlib import Path
 
-from pipeline import STAGES, Row, measure, pct, print_rows, run_load
+from pipeline import LOAD_ENV, STAGES, Row, measure, pct, print_rows, run_load
 
 from photoenhance.servers import EmbeddedNats, EmbeddedS3
 from photoenhance.stack import Stack
@@ -127,9 +127,7 @@ def main() -> None:
     print(f"photos: {', '.join(f'{ph.name} ({len(ph.jpeg) / 1000:.0f} KB)' for ph in photos)}, "
           f"{args.edge}×{args.edge}, sent in turn; options {query}; ENHANCER_CONCURRENCY={args.concurrency}; "
           f"{args.clients_per_enhancer} clients per enhancer, status polled every {args.poll * 1000:.0f} ms")
-    env = {"ENHANCER_CONCURRENCY": args.concurrency, "ENHANCER_HEARTBEAT": "1", "LOG_LEVEL": "WARNING",
-           "RATE_LIMIT_ENHANCE": "1000000/60", "RATE_LIMIT_ACCOUNT": "1000000/60", "BILLING_ANONYMOUS_DAILY": "0",
-           "QUEUE_LIMIT": "10000", "MAX_UPLOAD_MB": "64", "MAX_INPUT_MEGAPIXELS": "60"}
+    env = {**LOAD_ENV, "ENHANCER_CONCURRENCY": args.concurrency}
     rows: list[tuple[Row, str]] = []
     with tempfile.TemporaryDirectory() as tmp, EmbeddedNats(Path(tmp) / "nats") as nats, \
             EmbeddedS3(Path(tmp) / "s3") as s3:

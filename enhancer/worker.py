@@ -135,7 +135,10 @@ class Counters:
 
 
 class Worker:
-    """Runs jobs from the shared consumer with ``settings.concurrency`` slots."""
+    """Runs jobs from the shared consumer with ``settings.concurrency`` slots.
+
+    ``settings`` must already be resolved for ``device`` (:meth:`EnhancerSettings.for_device`).
+    """
 
     def __init__(
         self,
@@ -147,7 +150,6 @@ class Worker:
         device: Any,
         engines: list[str],
     ) -> None:
-        settings = settings.for_device(device)
         self.settings = settings
         self.nc = nc
         self.js = nc.jetstream()

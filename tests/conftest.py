@@ -8,6 +8,7 @@ Nothing here is mocked: the services connect with their own role credentials, ex
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -61,17 +62,23 @@ def stack(nats_server: EmbeddedNats, s3_server: EmbeddedS3, model_dir: Path,
         s.stop()
 
 
-@pytest.fixture
-def own_stack(tmp_path: Path, model_dir: Path) -> Iterator[Stack]:
-    """A stack with servers of its own (edge + one enhancer), so that breaking them disturbs no other test."""
-    with EmbeddedNats(tmp_path / "nats") as nats_server, EmbeddedS3(tmp_path / "s3") as s3:
-        s = Stack(nats=nats_server, s3=s3, root=tmp_path, model_dir=model_dir, extra_env=dict(TEST_ENV))
+@contextmanager
+def private_stack(root: Path, model_dir: Path, enhancer: str) -> Iterator[Stack]:
+    """Servers of its own plus the edge and one enhancer, so that breaking them disturbs no other test."""
+    with EmbeddedNats(root / "nats") as nats_server, EmbeddedS3(root / "s3") as s3:
+        s = Stack(nats=nats_server, s3=s3, root=root, model_dir=model_dir, extra_env=dict(TEST_ENV))
         try:
             s.start_edge()
-            s.start_enhancer("own-worker")
+            s.start_enhancer(enhancer)
             yield s
         finally:
             s.stop()
+
+
+@pytest.fixture
+def own_stack(tmp_path: Path, model_dir: Path) -> Iterator[Stack]:
+    with private_stack(tmp_path, model_dir, "own-worker") as s:
+        yield s
 
 
 @pytest.fixture

@@ -20,10 +20,9 @@ import torch
 from PIL import Image
 
 from enhancer.engines.gfpgan import WEIGHTS_FILE, gfpgan_arch
-from photoenhance.servers import EmbeddedNats, EmbeddedS3
 
-from .conftest import TEST_ENV
-from .support import Stack, encode, photo
+from .conftest import private_stack
+from .support import encode, photo
 from .test_enhance_e2e import finish, submit
 
 
@@ -35,15 +34,9 @@ def face_http(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client
     models.mkdir()
     torch.manual_seed(0)
     torch.save({"params_ema": gfpgan_arch().state_dict()}, models / WEIGHTS_FILE)
-    with EmbeddedNats(root / "nats") as nats_server, EmbeddedS3(root / "s3") as s3:
-        stack = Stack(nats=nats_server, s3=s3, root=root, model_dir=models, extra_env=dict(TEST_ENV))
-        try:
-            stack.start_edge()
-            stack.start_enhancer("face-worker")
-            with httpx.Client(base_url=stack.url, timeout=30) as client:
-                yield client
-        finally:
-            stack.stop()
+    with private_stack(root, models, "face-worker") as stack, \
+            httpx.Client(base_url=stack.url, timeout=30) as client:
+        yield client
 
 
 def enhanced(http: httpx.Client, data: bytes, face_enhance: str) -> tuple[dict, np.ndarray]:

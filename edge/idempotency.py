@@ -23,6 +23,8 @@ HEADER = "Idempotency-Key"
 _VALID = re.compile(r"[\x21-\x7e]{1,200}")
 #: Seconds after which a claim that never led to a task record may be taken over.
 STALE_AFTER = 120.0
+#: Attempts at claiming before giving up (each lost only to a concurrent write of the same key).
+_ROUNDS = 5
 
 
 def claim_key(identity: str, key: str) -> str:
@@ -33,23 +35,31 @@ def claim_key(identity: str, key: str) -> str:
 
 async def claim(kv: KeyValue, key: str, task_id: str, *, has_task: Callable[[str], Awaitable[bool]]) -> str | None:
     """Claim ``key`` for ``task_id``. Returns ``None`` when it is ours now, else the task id an earlier
-    request with the same key claimed it for. ``has_task`` is asked only about a stale claim."""
+    request with the same key claimed it for. ``has_task`` is asked only about a stale claim.
+
+    Every write is conditional, so two requests racing for the key cannot both win: the loser looks
+    again (the key may have been released, re-claimed or taken over in between)."""
     value = f"{task_id} {time.time():.3f}".encode()
-    try:
-        await kv.create(key, value)
-        return None
-    except KeyWrongLastSequenceError:
-        pass
-    try:
-        entry = await kv.get(key)
-    except KeyNotFoundError:  # released in between: try once more
-        await kv.create(key, value)
-        return None
-    earlier, _, at = (entry.value or b"").decode().partition(" ")
-    if time.time() - float(at or 0) < STALE_AFTER or await has_task(earlier):
-        return earlier
-    await kv.update(key, value, last=entry.revision)  # the earlier request died before its task existed
-    return None
+    for _ in range(_ROUNDS):
+        try:
+            await kv.create(key, value)
+            return None
+        except KeyWrongLastSequenceError:
+            pass
+        try:
+            entry = await kv.get(key)
+        except KeyNotFoundError:  # released in between: try again
+            continue
+        earlier, _, at = (entry.value or b"").decode().partition(" ")
+        if time.time() - float(at or 0) < STALE_AFTER or await has_task(earlier):
+            return earlier
+        try:
+            await kv.update(key, value, last=entry.revision)  # the earlier request died before its task existed
+            return None
+        except KeyWrongLastSequenceError:  # another request took it over first
+            continue
+    raise ApiError(409, f"Other requests with this {HEADER} keep arriving at the same moment; try again.",
+                   headers={"Retry-After": "2"})
 
 
 async def release(kv: KeyValue, key: str) -> None:

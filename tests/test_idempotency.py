@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import time
 import uuid
+from typing import Any
 
 import httpx
 from nats.aio.client import Client
+from nats.js.errors import KeyNotFoundError
+from nats.js.kv import KeyValue
 
-from .support import completed_facts, encode, photo
+from bus import subjects
+from edge import idempotency
+
+from .support import Stack, completed_facts, encode, photo
 from .test_enhance_e2e import finish
 
 PHOTO = encode(photo("coffee", size=(32, 24)), quality=90)
@@ -46,3 +53,37 @@ def test_a_refused_request_does_not_hold_its_key(http: httpx.Client) -> None:
 def test_a_key_must_be_sane(http: httpx.Client) -> None:
     r = post(http, "x" * 201)
     assert r.status_code == 400 and "Idempotency-Key" in r.json()["error"]
+
+
+class HandsChangeWhileRead:
+    """The real task bucket, except that once, just before our read of the key, its holder releases it and
+    a third request claims it: the moment in which a claim used to fail with a server error."""
+
+    def __init__(self, kv: KeyValue, rival: bytes) -> None:
+        self.kv, self.rival = kv, rival
+
+    async def create(self, key: str, value: bytes) -> int:
+        return await self.kv.create(key, value)
+
+    async def update(self, key: str, value: bytes, last: int) -> int:
+        return await self.kv.update(key, value, last=last)
+
+    async def get(self, key: str) -> Any:
+        if self.rival:
+            rival, self.rival = self.rival, b""
+            await self.kv.delete(key)  # the holder gives the key back...
+            await self.kv.create(key, rival)  # ...and another request claims it before we look
+            raise KeyNotFoundError
+        return await self.kv.get(key)
+
+
+async def test_a_key_that_changes_hands_while_it_is_read_goes_to_its_new_holder(stack: Stack, admin_nc: Client) -> None:
+    kv = await admin_nc.jetstream().key_value(subjects.TASKS_BUCKET)
+    key = idempotency.claim_key("198.51.100.7", str(uuid.uuid4()))
+    await kv.create(key, f"{'a' * 32} {time.time():.3f}".encode())
+    racy = HandsChangeWhileRead(kv, f"{'c' * 32} {time.time():.3f}".encode())
+
+    async def has_task(_: str) -> bool:
+        return True
+
+    assert await idempotency.claim(racy, key, "b" * 32, has_task=has_task) == "c" * 32  # type: ignore[arg-type]

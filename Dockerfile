@@ -1,5 +1,5 @@
-# One image for the edge, enhancer and billing services; compose.yaml picks the command
-# (`photoenhance edge|enhancer|billing`).
+# One image for the edge, enhancer and billing services and for compose's one-shots (nats-init,
+# bootstrap); compose.yaml picks the command (`photoenhance edge|enhancer|billing|...`) and the user.
 
 # The web page, built with Node; only its static build (web/dist) goes into the image.
 FROM node:20-slim AS page
@@ -19,7 +19,13 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends libgl1 libglib2.0-0 libvulkan1 \
     && rm -rf /var/lib/apt/lists/*
 
-RUN useradd --create-home --uid 10001 --user-group app
+# `app` is the image's default user. compose.yaml runs each service as a user of its own (billing as
+# `app`, which owns billing-data volumes made by earlier images), so that in the shared identity volume
+# a service can read its own NATS credential and S3 keys and no other's (compose's nats-init and
+# bootstrap hand each file to its user).
+RUN useradd --create-home --uid 10001 --user-group app \
+    && useradd --create-home --uid 10002 --user-group edge \
+    && useradd --create-home --uid 10003 --user-group enhancer
 
 WORKDIR /app
 
@@ -37,12 +43,16 @@ COPY billing ./billing
 COPY photoenhance ./photoenhance
 COPY --from=page /src/web/dist ./web/dist
 COPY nats ./nats
-RUN pip install . \
+# Editable: the code runs from /app, where it finds the files beside its packages (nats/nats-server.conf
+# for `photoenhance credentials init`, web/dist for the edge); a plain install would look for them in
+# site-packages and miss them.
+RUN pip install -e . \
     && pip install --no-deps "facenet-pytorch==2.6.0"
 
 # Mount points for the named volumes (billing DB, models). Created here so that a fresh named
-# volume takes over this ownership and the non-root user can write to it.
-RUN mkdir -p /data /models && chown app:app /data /models
+# volume takes over this ownership and the service's user can write to it. (A models volume made by an
+# earlier image belongs to `app`: the enhancer still reads it, and only cannot cache converted weights.)
+RUN mkdir -p /data /models && chown app:app /data && chown enhancer:enhancer /models
 
 USER app
 

@@ -197,7 +197,7 @@ async def _read_records(nats: EmbeddedNats, ids: list[str]) -> dict[str, dict]:
     from bus import subjects
     from bus.tasks import TaskStore
 
-    nc = await nats_client.connect(nats.url, user="admin", password=nats.passwords["admin"])
+    nc = await nats_client.connect(**nats.connect_options("admin"))
     try:
         store = TaskStore(await nc.jetstream().key_value(subjects.TASKS_BUCKET))
         out = {}

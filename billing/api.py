@@ -9,6 +9,12 @@ report the same payment at once; money only goes back through ``apply_refund``, 
 the ledger's projection of ``use_reserved`` (decided here, under a lock), the enhancer's
 ``completed``/``failed`` facts and those two.
 
+Every multi-fact step is re-derivable from the ledger, so billing stopping between two facts loses
+nothing: the retried request, a redelivered notify or the reconciler (``reconcile``: at start-up, then
+every ``reconcile_interval``) records what is missing, and only that. The reconciler also asks WeChat
+about pending orders and refunds whose notify never came, and closes orders WeChat no longer takes
+payment for (``expires_at``, sent to WeChat as ``time_expire``).
+
 Why a reservation fact rather than counting in-flight tasks at the edge: the decision (unlimited,
 free or credit) is made once, by the one process that holds the balances, and written to the stream
 before the task is queued, so concurrent uploads cannot both take the last use, and a replay charges
@@ -68,7 +74,7 @@ from bus.billing import (
 from . import tokens
 from .errors import BillingError, NotifyRejected
 from .facts import Facts
-from .ledger import DAY, Ledger, Order, china_day
+from .ledger import DAY, Ledger, Order, RefundRecord, china_day
 from .notify import (
     SUCCESS,
     Transaction,
@@ -77,6 +83,7 @@ from .notify import (
     check_transaction,
     lower_headers,
     parse_refund,
+    parse_refund_query,
     parse_transaction,
 )
 from .settings import BillingSettings, WeChatSettings
@@ -88,6 +95,10 @@ PAYMENT_EVENT = "TRANSACTION.SUCCESS"
 REFUND_EVENT = "REFUND.SUCCESS"
 #: Refund notifies that report a refund that did not happen; accepted (so WeChat stops) and not applied.
 REFUND_FAILURES = ("REFUND.ABNORMAL", "REFUND.CLOSED")
+#: WeChat trade states of an order that can no longer be paid.
+TRADE_CLOSED = ("CLOSED", "REVOKED")
+#: How long an order without ``expires_at`` (created before it was set) could be paid: its prepay id's life.
+LEGACY_ORDER_EXPIRY = 7200.0
 
 
 def new_out_trade_no() -> str:
@@ -150,29 +161,30 @@ class BillingApi:
         if product is None:
             known = ", ".join(p.id for p in self.settings.products)
             raise BillingError(400, f"Unknown product {req.product!r}; choose one of: {known}.")
+        now = time.time()
         order = OrderCreated(out_trade_no=new_out_trade_no(), openid=openid, product=product.id,
-                             amount=product.amount, at=time.time(), credits=product.credits,
-                             unlimited_days=product.unlimited_days)
+                             amount=product.amount, at=now, credits=product.credits,
+                             unlimited_days=product.unlimited_days, expires_at=now + self.settings.order_expiry)
         # Recorded before WeChat hears of it: a payment can never arrive for an order we do not know.
         await self.facts.record(order)
         prepay_id = await wechat.prepay(out_trade_no=order.out_trade_no, description=product.name,
-                                        amount=product.amount, openid=openid)
+                                        amount=product.amount, openid=openid, expires_at=order.expires_at)
         await self.ledger.set_prepay(order.out_trade_no, prepay_id)
         log.info("order %s created for %s: %s, %s fen", order.out_trade_no, openid, product.id, product.amount)
         return PayCreateReply(out_trade_no=order.out_trade_no, product=product.id, amount=product.amount,
                               pay_params=wechat.pay_params(prepay_id))
 
-    def _open(self, req: NotifyRequest) -> dict[str, Any]:
+    async def _open(self, req: NotifyRequest) -> dict[str, Any]:
         """A notify's verified, decrypted content: fresh (timestamp window), signed by WeChat, readable."""
         headers = lower_headers(req.headers)
         check_timestamp(headers, self.settings.notify_window)
-        opened = self.wechat.open_notify(headers, req.body)
+        opened = await self.wechat.open_notify(headers, req.body)
         if not opened:
             raise NotifyRejected(401, "The notify's signature or encryption does not verify.")
         return opened
 
     async def notify(self, req: NotifyRequest) -> NotifyReply:
-        opened = self._open(req)
+        opened = await self._open(req)
         resource = opened.get("resource")
         if opened.get("event_type") != PAYMENT_EVENT or not isinstance(resource, dict):
             log.warning("ignoring a notify of type %r", opened.get("event_type"))
@@ -207,46 +219,67 @@ class BillingApi:
             return order_view(order)  # closing twice is harmless
         if order.status != PENDING:
             raise BillingError(409, f"The order is {order.status}; only a pending order can be closed.")
+        await self._close(order, "owner")
+        return order_view(await self.ledger.order(order.out_trade_no) or order)
+
+    async def _close(self, order: Order, reason: str) -> None:
+        """Close a pending order at WeChat, then record ``order_closed``. When WeChat says it was paid meanwhile,
+        the payment is recorded instead and the 409 raised."""
         try:
             await self.wechat.close(order.out_trade_no)
         except BillingError as e:
             if e.status != 409:
                 raise
-            answer = await self.wechat.query(order.out_trade_no)  # paid meanwhile: record the payment instead
+            answer = await self.wechat.query(order.out_trade_no)
             if answer is not None:
                 await self.settle(parse_transaction(answer))
             raise
-        await self.facts.record(OrderClosed(out_trade_no=order.out_trade_no, openid=openid, at=time.time()))
-        log.info("order %s closed by its owner", order.out_trade_no)
-        return order_view(await self.ledger.order(order.out_trade_no) or order)
+        await self.facts.record(OrderClosed(out_trade_no=order.out_trade_no, openid=order.openid, at=time.time(),
+                                            reason=reason))
+        log.info("order %s closed (%s)", order.out_trade_no, reason)
 
     async def refund(self, req: RefundRequest) -> RefundReply:
         """Refund a paid order in full (the edge checked the admin token). Recorded before WeChat is asked,
-        so the refund notify always names a refund we know; asking again re-sends the same refund."""
+        so the refund notify always names a refund we know; asking again re-sends the same refund, and for a
+        refunded order finishes what billing stopping halfway left undone (the credits' revocation)."""
         order = await self.ledger.order(req.out_trade_no)
         if order is None:
             raise BillingError(404, "No such order.")
+        known = await self.ledger.refund(order.out_trade_no)
         if order.status == REFUNDED:
-            known = await self.ledger.refund(order.out_trade_no)
-            return RefundReply(out_trade_no=order.out_trade_no, out_refund_no=known[0] if known else "",
+            if known is not None:
+                await self._finish_refund(order, known)
+            return RefundReply(out_trade_no=order.out_trade_no, out_refund_no=known.out_refund_no if known else "",
                                amount=order.amount, status=SUCCESS)
         if order.status != PAID:
             raise BillingError(409, f"The order is {order.status}; only a paid order can be refunded.")
-        requested = RefundRequested(out_trade_no=order.out_trade_no, openid=order.openid,
-                                    out_refund_no=f"RF{order.out_trade_no}", amount=order.amount, at=time.time(),
-                                    reason=req.reason[:80])
-        await self.facts.record(requested)
-        known = await self.ledger.refund(order.out_trade_no)
-        out_refund_no, amount = (known[0], known[1]) if known else (requested.out_refund_no, requested.amount)
-        answer = await self.wechat.refund(out_trade_no=order.out_trade_no, out_refund_no=out_refund_no,
-                                          amount=amount, reason=req.reason[:80])
-        log.info("refund %s of order %s asked of WeChat: %s", out_refund_no, order.out_trade_no, answer.get("status"))
-        return RefundReply(out_trade_no=order.out_trade_no, out_refund_no=out_refund_no, amount=amount,
+        if known is None:
+            await self.facts.record(RefundRequested(
+                out_trade_no=order.out_trade_no, openid=order.openid, out_refund_no=f"RF{order.out_trade_no}",
+                amount=order.amount, at=time.time(), reason=req.reason[:80]))
+            known = await self.ledger.refund(order.out_trade_no)
+            if known is None:  # the stream had it, the follower has not applied it yet
+                raise BillingError(503, "The refund is being recorded; please ask again in a moment.")
+        answer = await self._ask_refund(known, req.reason[:80])
+        return RefundReply(out_trade_no=order.out_trade_no, out_refund_no=known.out_refund_no, amount=known.amount,
                            status=str(answer.get("status") or "PROCESSING"))
+
+    async def _ask_refund(self, known: RefundRecord, reason: str) -> dict[str, Any]:
+        """Ask WeChat for the recorded refund (idempotent at WeChat by ``out_refund_no``)."""
+        answer = await self.wechat.refund(out_trade_no=known.out_trade_no, out_refund_no=known.out_refund_no,
+                                          amount=known.amount, reason=reason)
+        log.info("refund %s of order %s asked of WeChat: %s", known.out_refund_no, known.out_trade_no,
+                 answer.get("status"))
+        return answer
+
+    async def _finish_refund(self, order: Order, known: RefundRecord) -> Order:
+        """For an order whose ``order_refunded`` is recorded: record its revocation if it is missing."""
+        return await self.apply_refund(order, known.out_refund_no, known.refund_id or "",
+                                       known.refunded_at or time.time())
 
     async def refund_notify(self, req: NotifyRequest) -> NotifyReply:
         """A refund notify, verified exactly as a payment notify, then checked against the refund we asked for."""
-        opened = self._open(req)
+        opened = await self._open(req)
         resource, event = opened.get("resource"), opened.get("event_type")
         if event not in (REFUND_EVENT, *REFUND_FAILURES) or not isinstance(resource, dict):
             log.warning("ignoring a refund notify of type %r", event)
@@ -263,7 +296,8 @@ class BillingApi:
         return NotifyReply(out_trade_no=order.out_trade_no, status=order.status)
 
     async def apply_refund(self, order: Order, out_refund_no: str, refund_id: str, at: float) -> Order:
-        """Record ``order_refunded`` and ``credits_revoked`` once, however many notifies arrive at once.
+        """Record ``order_refunded`` and ``credits_revoked`` once, however many notifies arrive at once; each
+        that is already recorded is skipped, so a call after billing stopped between the two finishes the job.
 
         The rule for credits already used: a refund takes back what is left of the order's grant, never
         more. It revokes ``min(credits the order granted, the balance not held by running tasks)``: uses
@@ -272,19 +306,87 @@ class BillingApi:
         days are taken back in full (``unlimited_until`` moves back by them). The amount is decided here,
         under the reservation lock, and written into the fact, so a replay subtracts exactly the same."""
         async with self._reserving:
-            if await self.ledger.has_fact(f"{OrderRefunded.KIND}:{order.out_trade_no}"):
+            if await self.ledger.has_fact(f"{CreditsRevoked.KIND}:{order.out_trade_no}"):
                 return await self.ledger.order(order.out_trade_no) or order
+            if not await self.ledger.has_fact(f"{OrderRefunded.KIND}:{order.out_trade_no}"):
+                await self.facts.record(OrderRefunded(out_trade_no=order.out_trade_no, openid=order.openid,
+                                                      out_refund_no=out_refund_no, refund_id=refund_id,
+                                                      amount=order.amount, at=at))
             credits, _ = await self.ledger.account(order.openid)
             held = await self.ledger.held(order.openid, -1.0)
             revoked = max(0, min(order.credits, credits - held))
-            await self.facts.record(OrderRefunded(out_trade_no=order.out_trade_no, openid=order.openid,
-                                                  out_refund_no=out_refund_no, refund_id=refund_id,
-                                                  amount=order.amount, at=at))
             await self.facts.record(CreditsRevoked(openid=order.openid, out_trade_no=order.out_trade_no,
                                                    credits=revoked, unlimited_days=order.unlimited_days, at=at))
         log.info("order %s refunded (%s): %s of %s credits and %s days revoked from %s", order.out_trade_no,
                  refund_id, revoked, order.credits, order.unlimited_days, order.openid)
         return await self.ledger.order(order.out_trade_no) or order
+
+    # --- reconciling ----------------------------------------------------------------------------
+    async def reconcile(self, now: float | None = None) -> None:
+        """Finish what a crash or a lost notify left undone; safe at any time and as often as wanted.
+
+        Paid orders whose credits were not granted are granted, refunded orders whose credits were not revoked
+        are revoked (no WeChat needed for either). With WeChat: refunds
+        and pending orders older than one ``reconcile_interval`` (their notify is overdue) are asked about:
+        a refund WeChat never received is asked again, a successful one applied; a paid order is settled,
+        an order WeChat closed is recorded closed, an unpaid one past its expiry is closed."""
+        now = time.time() if now is None else now
+        for order in await self.ledger.orders_ungranted():
+            log.warning("order %s was paid without its credits granted; granting them now", order.out_trade_no)
+            await self.facts.record(self._grant(order, order.paid_at or now))
+        for known in await self.ledger.refunds_unrevoked():
+            order = await self.ledger.order(known.out_trade_no)
+            if order is not None:
+                log.warning("order %s was refunded without its credits revoked; revoking them now", order.out_trade_no)
+                await self._finish_refund(order, known)
+        if self._wechat is None:
+            return
+        overdue = now - self.settings.reconcile_interval
+        for known in await self.ledger.refunds_processing(overdue):
+            await self._reconciled(f"refund {known.out_refund_no}", self._reconcile_refund(known))
+        for order in await self.ledger.orders_pending(overdue):
+            await self._reconciled(f"order {order.out_trade_no}", self._reconcile_order(order, now))
+
+    @staticmethod
+    async def _reconciled(what: str, step: Any) -> None:
+        """One item's reconciliation; a refusal (WeChat away, a mismatch) is logged and retried next pass."""
+        try:
+            await step
+        except BillingError as e:
+            log.warning("reconciling %s: %s (%s); trying again next pass", what, e.message, e.status)
+
+    async def _reconcile_refund(self, known: RefundRecord) -> None:
+        answer = await self.wechat.query_refund(known.out_refund_no)
+        if answer is None:  # billing stopped between recording the refund and asking WeChat
+            log.warning("refund %s was never received by WeChat; asking again", known.out_refund_no)
+            await self._ask_refund(known, "")
+            return
+        refund = parse_refund_query(answer, self.wechat_settings.mchid)
+        order = check_refund(refund, await self.ledger.order(known.out_trade_no), known, self.wechat_settings)
+        if refund.refund_status == SUCCESS:
+            log.warning("refund %s succeeded without a notify reaching us; applying it", known.out_refund_no)
+            await self.apply_refund(order, refund.out_refund_no, refund.refund_id, refund.success_at or time.time())
+        elif refund.refund_status != "PROCESSING":
+            log.error("refund %s of order %s did not succeed: %s", known.out_refund_no, known.out_trade_no,
+                      refund.refund_status)
+
+    async def _reconcile_order(self, order: Order, now: float) -> None:
+        expired = now >= (order.expires_at or order.created_at + LEGACY_ORDER_EXPIRY)
+        answer = await self.wechat.query(order.out_trade_no)
+        if answer is None:  # WeChat never had it (no prepay): past its expiry it never will
+            if expired:
+                await self.facts.record(OrderClosed(out_trade_no=order.out_trade_no, openid=order.openid, at=now,
+                                                    reason="expired"))
+            return
+        tx = parse_transaction(answer)
+        if tx.trade_state == SUCCESS:
+            log.warning("order %s was paid without a notify reaching us; settling it", order.out_trade_no)
+            await self.settle(tx)
+        elif tx.trade_state in TRADE_CLOSED:
+            await self.facts.record(OrderClosed(out_trade_no=order.out_trade_no, openid=order.openid, at=now,
+                                                reason="closed at WeChat"))
+        elif expired and tx.trade_state != "REFUND":
+            await self._close(order, "expired")
 
     # --- uses -----------------------------------------------------------------------------------
     async def reserve(self, req: UseRequest) -> UseReply:
@@ -366,8 +468,7 @@ class BillingApi:
         order = check_transaction(tx, await self.ledger.order(tx.out_trade_no), self.wechat_settings)
         if tx.trade_state != SUCCESS:
             return order
-        granted = CreditsGranted(openid=order.openid, out_trade_no=order.out_trade_no, credits=order.credits,
-                                 unlimited_days=order.unlimited_days, at=tx.success_at or time.time())
+        granted = self._grant(order, tx.success_at or time.time())
         if order.status == PAID and await self.ledger.has_fact(granted.dedup_id):
             return order  # a notify retried, or a query after the notify: nothing left to do
         if order.status not in (PENDING, PAID):
@@ -382,6 +483,13 @@ class BillingApi:
         log.info("order %s paid (%s), %s credits / %s days granted to %s", order.out_trade_no, tx.transaction_id,
                  order.credits, order.unlimited_days, order.openid)
         return await self.ledger.order(order.out_trade_no) or order
+
+
+    @staticmethod
+    def _grant(order: Order, at: float) -> CreditsGranted:
+        """What a paid order grants; ``at`` is WeChat's success time, so every way of recording it is identical."""
+        return CreditsGranted(openid=order.openid, out_trade_no=order.out_trade_no, credits=order.credits,
+                              unlimited_days=order.unlimited_days, at=at)
 
 
 def describe_error(e: BillingError) -> str:

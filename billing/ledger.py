@@ -7,7 +7,8 @@ The one column that is not a fact is an order's ``prepay_id`` (WeChat's handle, 
 
 Uses: ``use_reserved`` holds one use for a task (``uses``: reserved); the task's ``completed`` fact
 charges it (a credit leaves ``accounts.credits`` then), its ``failed`` fact or ``use_released``
-gives it back. Reserved credits are subtracted when billing decides whether one is left.
+gives it back. Only a reservation moves money: a task fact names no payer billing believes (see
+``apply``). Reserved credits are subtracted when billing decides whether one is left.
 
 Close and refund: ``order_closed`` makes a pending order CLOSED; ``refund_requested`` records the
 (one, full) refund of an order; ``order_refunded`` makes it REFUNDED; ``credits_revoked`` subtracts
@@ -17,6 +18,7 @@ exactly what billing decided to take back (see ``BillingApi.apply_refund``). Bal
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -34,7 +36,6 @@ from bus.billing import (
     RESERVED,
     USE_CREDIT,
     USE_FREE,
-    USE_UNLIMITED,
     BillingFact,
     CreditsGranted,
     CreditsRevoked,
@@ -47,6 +48,8 @@ from bus.billing import (
     UseReserved,
 )
 from bus.schemas import COMPLETED, FAILED, TaskEvent
+
+log = logging.getLogger(__name__)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS task_events (
@@ -73,7 +76,8 @@ CREATE TABLE IF NOT EXISTS orders (
     created_at REAL NOT NULL,
     paid_at REAL,
     transaction_id TEXT,
-    prepay_id TEXT
+    prepay_id TEXT,
+    expires_at REAL                 -- WeChat takes no payment after this (NULL: an order from before it was set)
 );
 CREATE INDEX IF NOT EXISTS orders_by_openid ON orders (openid, created_at);
 CREATE TABLE IF NOT EXISTS accounts (
@@ -122,6 +126,19 @@ DAY = 86400.0
 
 
 @dataclass(frozen=True)
+class RefundRecord:
+    """An order's (one, full) refund as billing recorded it."""
+
+    out_trade_no: str
+    out_refund_no: str
+    amount: int
+    status: str  # PROCESSING | SUCCESS
+    requested_at: float
+    refund_id: str | None
+    refunded_at: float | None
+
+
+@dataclass(frozen=True)
 class Order:
     out_trade_no: str
     openid: str
@@ -133,11 +150,13 @@ class Order:
     created_at: float
     paid_at: float | None
     transaction_id: str | None
+    expires_at: float | None
     prepay_id: str | None
 
 
 _ORDER_COLUMNS = ("out_trade_no, openid, product, amount, credits, unlimited_days, status, "
-                  "created_at, paid_at, transaction_id, prepay_id")
+                  "created_at, paid_at, transaction_id, expires_at, prepay_id")
+_REFUND_COLUMNS = "out_trade_no, out_refund_no, amount, status, requested_at, refund_id, refunded_at"
 
 
 class Ledger:
@@ -152,6 +171,10 @@ class Ledger:
         db = await aiosqlite.connect(path)
         await db.execute("PRAGMA journal_mode=WAL")
         await db.executescript(SCHEMA)
+        async with db.execute("PRAGMA table_info(orders)") as cur:
+            columns = {row[1] async for row in cur}
+        if "expires_at" not in columns:  # a ledger from before orders had an expiry
+            await db.execute("ALTER TABLE orders ADD COLUMN expires_at REAL")
         await db.commit()
         return cls(db)
 
@@ -160,49 +183,43 @@ class Ledger:
 
     # --- applying facts -----------------------------------------------------------------------
     async def apply(self, event: TaskEvent, stream_seq: int) -> bool:
-        """Record a task fact and, for an owner's task, settle its use: a completed task is charged, a
-        failed one is released. False when it was already recorded (duplicate or redelivery)."""
+        """Record a task fact (once per task and kind) and settle the use billing reserved for that task.
+
+        A worker's fact settles only a reservation billing itself made (``use_reserved``): ``completed``
+        charges a still-reserved use, ``failed`` releases one. Who pays is the reservation's openid; the
+        event's ``owner`` is recorded but never decides money, so a worker cannot name a payer, a task
+        without a reservation charges nobody, and a ``completed`` after the use was released (the task
+        failed or was cancelled) changes nothing. False when the fact was already recorded."""
         async with self._lock:
             try:
                 cur = await self.db.execute(
                     "INSERT OR IGNORE INTO task_events (task_id, kind, owner, at, stream_seq) VALUES (?, ?, ?, ?, ?)",
                     (event.task_id, event.kind, event.owner, event.at, stream_seq))
-                if cur.rowcount == 1 and event.owner:
-                    if event.kind == COMPLETED:
-                        await self._charge(event)
-                    elif event.kind == FAILED:
-                        await self.db.execute("UPDATE uses SET status = ?, settled_at = ? WHERE task_id = ? "
-                                              "AND status = ?", (RELEASED, event.at, event.task_id, RESERVED))
+                if cur.rowcount == 1 and event.kind in (COMPLETED, FAILED):
+                    await self._settle(event)
                 await self.db.commit()
                 return cur.rowcount == 1
             except BaseException:
                 await self.db.rollback()
                 raise
 
-    async def _charge(self, event: TaskEvent) -> None:
-        """One completed enhancement uses what its reservation decided; a credit leaves the balance now.
-
-        A task with no reservation (queued before reservations existed) is charged from what the ledger
-        holds at that point of the stream, so a replay decides the same way."""
-        assert event.owner
-        async with self.db.execute("SELECT use, status FROM uses WHERE task_id = ?", (event.task_id,)) as cur:
+    async def _settle(self, event: TaskEvent) -> None:
+        """Charge (completed) or release (failed) the task's reserved use; a credit leaves the balance on charge."""
+        async with self.db.execute("SELECT openid, use FROM uses WHERE task_id = ? AND status = ?",
+                                   (event.task_id, RESERVED)) as cur:
             row = await cur.fetchone()
         if row is None:
-            credits, until = await self._account(event.owner)
-            use = USE_UNLIMITED if event.at < until else USE_CREDIT if credits > 0 else USE_FREE
-            await self.db.execute(
-                "INSERT INTO uses (task_id, openid, use, status, day, reserved_at) VALUES (?, ?, ?, ?, ?, ?)",
-                (event.task_id, event.owner, use, RESERVED, china_day(event.at), event.at))
-        elif row[1] == CHARGED:
-            return
-        else:
-            use = row[0]
+            return  # no reservation, or already settled: nothing a worker's fact may move
+        openid, use = row
+        if event.owner and event.owner != openid:
+            log.warning("task %s: its %s fact names %s, but the use is %s's; settling %s's", event.task_id,
+                        event.kind, event.owner, openid, openid)
+        status = CHARGED if event.kind == COMPLETED else RELEASED
         await self.db.execute("UPDATE uses SET status = ?, settled_at = ? WHERE task_id = ?",
-                              (CHARGED, event.at, event.task_id))
-        if use == USE_CREDIT:
+                              (status, event.at, event.task_id))
+        if status == CHARGED and use == USE_CREDIT:
             # MAX: never below zero, even for a task charged after a refund revoked what was left.
-            await self.db.execute("UPDATE accounts SET credits = MAX(0, credits - 1) WHERE openid = ?",
-                                  (event.owner,))
+            await self.db.execute("UPDATE accounts SET credits = MAX(0, credits - 1) WHERE openid = ?", (openid,))
 
     async def apply_fact(self, fact: BillingFact, stream_seq: int | None) -> bool:
         """Apply a billing fact and its effects atomically; False when it was applied before."""
@@ -224,9 +241,9 @@ class Ledger:
         if isinstance(fact, OrderCreated):
             await self.db.execute(
                 "INSERT OR IGNORE INTO orders (out_trade_no, openid, product, amount, credits, unlimited_days, status, "
-                "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (fact.out_trade_no, fact.openid, fact.product, fact.amount, fact.credits, fact.unlimited_days,
-                 PENDING, fact.at))
+                 PENDING, fact.at, fact.expires_at or None))
         elif isinstance(fact, OrderPaid):
             await self.db.execute(
                 "UPDATE orders SET status = ?, paid_at = ?, transaction_id = ? WHERE out_trade_no = ? AND status = ?",
@@ -291,12 +308,39 @@ class Ledger:
         async with self.db.execute("SELECT 1 FROM facts WHERE id = ?", (fact_id,)) as cur:
             return await cur.fetchone() is not None
 
-    async def refund(self, out_trade_no: str) -> tuple[str, int, str] | None:
-        """(out_refund_no, amount, status) of an order's refund."""
-        async with self.db.execute("SELECT out_refund_no, amount, status FROM refunds WHERE out_trade_no = ?",
+    async def refund(self, out_trade_no: str) -> RefundRecord | None:
+        async with self.db.execute(f"SELECT {_REFUND_COLUMNS} FROM refunds WHERE out_trade_no = ?",
                                    (out_trade_no,)) as cur:
             row = await cur.fetchone()
-        return (row[0], int(row[1]), row[2]) if row else None
+        return RefundRecord(*row) if row else None
+
+    async def refunds_processing(self, requested_before: float) -> list[RefundRecord]:
+        """Refunds asked of WeChat before then whose success billing has not heard of."""
+        async with self.db.execute(f"SELECT {_REFUND_COLUMNS} FROM refunds WHERE status = ? AND requested_at < ? "
+                                   "ORDER BY requested_at", ("PROCESSING", requested_before)) as cur:
+            return [RefundRecord(*row) for row in await cur.fetchall()]
+
+    async def refunds_unrevoked(self) -> list[RefundRecord]:
+        """Refunded orders whose credits were not revoked (billing stopped between the two facts)."""
+        async with self.db.execute(
+                f"SELECT {_REFUND_COLUMNS} FROM refunds WHERE status = ? AND NOT EXISTS "
+                "(SELECT 1 FROM facts WHERE facts.id = ? || refunds.out_trade_no) ORDER BY refunded_at",
+                ("SUCCESS", f"{CreditsRevoked.KIND}:")) as cur:
+            return [RefundRecord(*row) for row in await cur.fetchall()]
+
+    async def orders_ungranted(self) -> list[Order]:
+        """Paid orders whose credits were not granted (billing stopped between the two facts)."""
+        async with self.db.execute(
+                f"SELECT {_ORDER_COLUMNS} FROM orders WHERE status = ? AND NOT EXISTS "
+                "(SELECT 1 FROM facts WHERE facts.id = ? || orders.out_trade_no) ORDER BY paid_at",
+                (PAID, f"{CreditsGranted.KIND}:")) as cur:
+            return [Order(*row) for row in await cur.fetchall()]
+
+    async def orders_pending(self, created_before: float) -> list[Order]:
+        """Orders created before then that are neither paid nor closed."""
+        async with self.db.execute(f"SELECT {_ORDER_COLUMNS} FROM orders WHERE status = ? AND created_at < ? "
+                                   "ORDER BY created_at", (PENDING, created_before)) as cur:
+            return [Order(*row) for row in await cur.fetchall()]
 
     async def account(self, openid: str) -> tuple[int, float]:
         """(credits, unlimited_until) of one user."""

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from .errors import NotifyRejected
-from .ledger import Order
+from .ledger import Order, RefundRecord
 from .settings import WeChatSettings
 
 SUCCESS = "SUCCESS"
@@ -114,16 +114,22 @@ def parse_refund(resource: dict[str, Any]) -> Refund:
     return refund
 
 
-def check_refund(refund: Refund, order: Order | None, requested: tuple[str, int, str] | None,
+def parse_refund_query(answer: dict[str, Any], mchid: str) -> Refund:
+    """A refund query's answer, read as a refund notify's resource: it names its state ``status``, and no
+    merchant (the merchant is the one who asked, under its own signature)."""
+    return parse_refund({**answer, "mchid": mchid, "refund_status": answer.get("status")})
+
+
+def check_refund(refund: Refund, order: Order | None, requested: RefundRecord | None,
                  wechat: WeChatSettings) -> Order:
     """The order this refund returns money for, after checking it matches a refund we asked for."""
     if refund.mchid != wechat.mchid:
         raise NotifyRejected(400, "The refund is for another merchant.")
     if order is None:
         raise NotifyRejected(404, "No such order.")
-    if requested is None or requested[0] != refund.out_refund_no:
+    if requested is None or requested.out_refund_no != refund.out_refund_no:
         raise NotifyRejected(404, "No such refund was requested.")
-    if refund.total != order.amount or refund.refund != requested[1]:
+    if refund.total != order.amount or refund.refund != requested.amount:
         raise NotifyRejected(400, f"The refund's amounts ({refund.refund} of {refund.total}) are not the ones "
                                   "asked for.")
     if refund.refund_status == SUCCESS and not refund.refund_id:

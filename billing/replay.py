@@ -2,7 +2,9 @@
 
 Run it with billing stopped (``python -m billing replay``). It projects every fact into a fresh file
 next to the ledger and only then replaces the ledger, so an interrupted replay leaves the old one
-intact. Orders' ``prepay_id`` is not a fact and is not restored (a pending order's client asks again).
+intact. Facts are read through ``apply_message``, as the follower reads them: a message refused live
+(a forged fact, a kind that is not its subject's) is refused again. Orders' ``prepay_id`` is not a
+fact and is not restored (a pending order's client asks again).
 """
 
 from __future__ import annotations
@@ -40,8 +42,8 @@ async def replay(settings: BillingSettings, *, batch: int = 500) -> int:
             last = (await js.stream_info(subjects.EVENTS_STREAM)).state.last_seq
             config = ConsumerConfig(deliver_policy=DeliverPolicy.ALL, ack_policy=AckPolicy.NONE,
                                     inactive_threshold=60, description="billing ledger replay")
+            # Ephemeral: the server removes it once it is idle (billing's credential may not delete consumers).
             sub = await js.pull_subscribe(subjects.EVENTS_WILDCARD, stream=subjects.EVENTS_STREAM, config=config)
-            name = (await sub.consumer_info()).name  # ephemeral: nats-py names it; removed when done
             try:
                 seq = 0
                 while seq < last:
@@ -58,7 +60,6 @@ async def replay(settings: BillingSettings, *, batch: int = 500) -> int:
                         count += 1
             finally:
                 await sub.unsubscribe()
-                await js.delete_consumer(subjects.EVENTS_STREAM, name)
     finally:
         await ledger.close()
     _remove(settings.db_path)

@@ -1,10 +1,11 @@
-"""The billing process: the ledger follows ``PE_EVENTS``; the micro service answers the edge."""
+"""The billing process: the ledger follows ``PE_EVENTS``; the micro service answers the edge; the reconciler
+finishes what a crash or a lost notify left undone (once the ledger has caught up, then periodically)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, suppress
 
 from bus import connect
 from bus.runtime import run_until_signal
@@ -20,6 +21,25 @@ from .wechat import WeChat
 log = logging.getLogger(__name__)
 
 
+async def reconcile_periodically(api: BillingApi, interval: float, stop: asyncio.Event,
+                                 caught_up: asyncio.Event) -> None:
+    """``api.reconcile()`` every ``interval`` seconds until ``stop``; the first pass waits until the ledger holds
+    every fact already in the stream, so it never redoes a step whose fact is stored but not yet applied."""
+    waiting = {asyncio.ensure_future(caught_up.wait()), asyncio.ensure_future(stop.wait())}
+    try:
+        await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in waiting:
+            task.cancel()
+    while not stop.is_set():
+        try:
+            await api.reconcile()
+        except Exception:
+            log.exception("reconciling failed; trying again in %.0f s", interval)
+        with suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval)
+
+
 async def serve(settings: BillingSettings, stop: asyncio.Event) -> None:
     """Run until ``stop`` is set; then stop taking requests, finish those in flight, drain and close."""
     async with AsyncExitStack() as stack:
@@ -31,8 +51,11 @@ async def serve(settings: BillingSettings, stop: asyncio.Event) -> None:
         wechat = await stack.enter_async_context(WeChat(settings.wechat)) if settings.wechat else None
         if wechat is None:
             log.warning("WeChat is not configured (WECHAT_APPID unset): sign-in and payments answer 503")
-        endpoints = Endpoints(nc, BillingApi(settings, ledger, Facts(js, ledger), wechat))
-        following = asyncio.create_task(follow(js, ledger, stop))
+        api = BillingApi(settings, ledger, Facts(js, ledger), wechat)
+        endpoints = Endpoints(nc, api)
+        caught_up = asyncio.Event()
+        following = asyncio.create_task(follow(js, ledger, stop, caught_up))
+        reconciling = asyncio.create_task(reconcile_periodically(api, settings.reconcile_interval, stop, caught_up))
         await endpoints.start()
         log.info("billing ready")
         stopping = asyncio.create_task(stop.wait())
@@ -45,7 +68,10 @@ async def serve(settings: BillingSettings, stop: asyncio.Event) -> None:
             stopping.cancel()
             log.info("billing stopping: answering the requests in hand (at most %.0f s)", settings.drain_timeout)
             await endpoints.stop(settings.drain_timeout)
-            await asyncio.gather(following, return_exceptions=True)
+            # A pass still talking to WeChat is cut short: every step it takes is re-derivable next start.
+            if not (await asyncio.wait({reconciling}, timeout=settings.drain_timeout))[0]:
+                reconciling.cancel()
+            await asyncio.gather(following, reconciling, return_exceptions=True)
             log.info("billing stopped")
 
 

@@ -118,6 +118,12 @@ class BillingSettings:
     #: On SIGTERM, seconds to finish the requests in hand (under the edge's 25 s wait for an answer);
     #: one still running then is answered 503 (try again) and abandoned.
     drain_timeout: float = 20.0
+    #: Seconds between reconciler passes, and how long a pending order or refund waits for WeChat's notify
+    #: before billing asks WeChat itself (a notify lost, or billing stopped halfway).
+    reconcile_interval: float = 300.0
+    #: Seconds an order may be paid (its ``time_expire`` at WeChat, which suggests more than a minute);
+    #: the reconciler closes it after that. WeChat's prepay id lives two hours: no point in longer.
+    order_expiry: float = 7200.0
 
     def __post_init__(self) -> None:
         if self.wechat is not None and (not self.session_secret or len(self.session_secret) < 16):
@@ -130,6 +136,9 @@ class BillingSettings:
             raise SettingsError("BILLING_FREE_DAILY must be 0 or more and BILLING_RESERVATION_HOLD positive")
         if self.drain_timeout <= 0:
             raise SettingsError("BILLING_DRAIN_TIMEOUT must be positive")
+        if self.reconcile_interval <= 0 or not 0 < self.order_expiry <= 7200:
+            raise SettingsError("BILLING_RECONCILE_INTERVAL must be positive and BILLING_ORDER_EXPIRY between 0 and "
+                                "7200 seconds")
 
     def product(self, product_id: str) -> Product | None:
         return next((p for p in self.products if p.id == product_id), None)
@@ -148,4 +157,6 @@ class BillingSettings:
             anonymous_daily=env_int("BILLING_ANONYMOUS_DAILY", 20),
             reservation_hold=env_float("BILLING_RESERVATION_HOLD", 24 * 3600.0),
             drain_timeout=env_float("BILLING_DRAIN_TIMEOUT", 20.0),
+            reconcile_interval=env_float("BILLING_RECONCILE_INTERVAL", 300.0),
+            order_expiry=env_float("BILLING_ORDER_EXPIRY", 7200.0),
         )

@@ -2,21 +2,36 @@
 
 Only the base URLs come from configuration, so tests talk to a local stand-in exactly as
 production talks to WeChat. ``wechatpayv3`` verifies every response's signature (and raises when it
-is wrong); it sets its API host only in a private attribute, which is the one place we reach in.
+is wrong); it sets its API host only in a private attribute, one of two places we reach in.
+
+Platform-certificate rotation (certificate mode): WeChat signs with a new certificate from some day on.
+``wechatpayv3`` downloads certificates when an API *response* names an unknown serial, but verifies
+*notifies* synchronously against what it already holds, so after a rotation every notify would be
+refused until some API call happened to refresh them. ``open_notify`` therefore refreshes them itself
+on an unknown ``Wechatpay-Serial`` (at most once a minute, so forged serials cannot make us hammer
+WeChat) and verifies again. The refresh checks what ``wechatpayv3``'s does not: the answer's own
+signature, by the certificate it names, and it keeps the old certificates when the download fails.
+The certificates list is the second private attribute we touch.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
 import secrets
 import time
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
 import httpx
+from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509 import Certificate
 from wechatpayv3.async_ import AsyncWeChatPay, WeChatPayType
+from wechatpayv3.async_.utils import aes_decrypt, build_authorization, load_certificate, load_private_key, rsa_verify
 
 from .errors import BillingError, WeChatError
 from .settings import WeChatSettings
@@ -27,6 +42,11 @@ log = logging.getLogger(__name__)
 logging.getLogger("httpx").setLevel(logging.WARNING)
 
 _OPENID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+#: WeChat's times are China time (RFC 3339 with +08:00).
+CHINA = timezone(timedelta(hours=8))
+CERTIFICATES_PATH = "/v3/certificates"
+#: Seconds between two platform-certificate downloads triggered by unknown serials.
+CERTIFICATE_REFRESH_INTERVAL = 60.0
 
 #: jscode2session error codes (answered with HTTP 200) and what we tell the caller.
 _LOGIN_ERRORS = {
@@ -51,6 +71,10 @@ class WeChat:
         # Private in wechatpayv3 2.0.4: the only way to point it at another host (a stand-in, a proxy).
         self.pay._core._gate_way = settings.pay_api
         self.http = httpx.AsyncClient(base_url=settings.login_api, timeout=settings.timeout)
+        self._pay_http = httpx.AsyncClient(base_url=settings.pay_api, timeout=settings.timeout)
+        self._private_key = load_private_key(settings.private_key)
+        self._refreshing = asyncio.Lock()
+        self._refreshed_at = float("-inf")
 
     async def __aenter__(self) -> Self:
         await self.pay.__aenter__()  # certificate mode downloads platform certificates here
@@ -60,6 +84,7 @@ class WeChat:
                         tb: TracebackType | None) -> None:
         await self.pay.__aexit__(et, e, tb)
         await self.http.aclose()
+        await self._pay_http.aclose()
 
     async def code2session(self, code: str) -> str:
         """The openid for a ``wx.login`` code. The session_key WeChat returns is dropped here."""
@@ -83,11 +108,12 @@ class WeChat:
             raise WeChatError(502, "WeChat's sign-in answer has no valid openid.")
         return openid
 
-    async def prepay(self, *, out_trade_no: str, description: str, amount: int, openid: str) -> str:
-        """Ask for a JSAPI (mini-program) prepay id."""
+    async def prepay(self, *, out_trade_no: str, description: str, amount: int, openid: str,
+                     expires_at: float) -> str:
+        """Ask for a JSAPI (mini-program) prepay id for an order WeChat takes payment for until ``expires_at``."""
         status, body = await self._call("prepay", self.pay.pay(
             description=description, out_trade_no=out_trade_no, amount={"total": amount, "currency": "CNY"},
-            payer={"openid": openid}, pay_type=WeChatPayType.MINIPROG))
+            payer={"openid": openid}, pay_type=WeChatPayType.MINIPROG, time_expire=china_time(expires_at)))
         prepay_id = _json(body).get("prepay_id") if status == 200 else None
         if not isinstance(prepay_id, str) or not prepay_id:
             log.warning("prepay for %s failed: HTTP %s %s", out_trade_no, status, _short(body))
@@ -134,13 +160,116 @@ class WeChat:
             raise WeChatError(502, f"WeChat Pay refused the refund: {str(answer.get('message') or status)[:200]}")
         return answer
 
-    def open_notify(self, headers: dict[str, str], body: bytes) -> dict[str, Any] | None:
-        """Verify the notify's signature and decrypt its resource; ``None`` when either fails."""
+    async def query_refund(self, out_refund_no: str) -> dict[str, Any] | None:
+        """WeChat's record of a refund (a signed answer), or ``None`` when WeChat never received it."""
+        status, body = await self._call("refund query", self.pay.query_refund(out_refund_no=out_refund_no))
+        if status == 404:
+            return None
+        if status != 200:
+            log.warning("query of refund %s failed: HTTP %s %s", out_refund_no, status, _short(body))
+            raise WeChatError(502, "WeChat Pay could not tell the refund's state.")
+        return _json(body)
+
+    async def open_notify(self, headers: dict[str, str], body: bytes) -> dict[str, Any] | None:
+        """Verify the notify's signature and decrypt its resource; ``None`` when either fails. A notify signed
+        with a platform certificate we do not hold yet (a rotation) is verified again after a refresh."""
+        opened = self._open(headers, body)
+        if opened is None and self._unknown_serial(headers):
+            await self.refresh_certificates()
+            opened = self._open(headers, body)
+        return opened
+
+    def _open(self, headers: dict[str, str], body: bytes) -> dict[str, Any] | None:
         try:
             return self.pay.callback(headers, body)
         except Exception as e:  # wechatpayv3 raises bare Exception for an unknown algorithm
             log.warning("notify refused by wechatpayv3: %s", e)
             return None
+
+    @property
+    def _certificates(self) -> list[Certificate]:
+        """The platform certificates ``wechatpayv3`` verifies with (private in 2.0.4)."""
+        certificates: list[Certificate] = self.pay._core._certificates
+        return certificates
+
+    def _unknown_serial(self, headers: dict[str, str]) -> bool:
+        """Certificate mode, and the notify names a serial none of our platform certificates has."""
+        if self.settings.public_key is not None:
+            return False
+        serial = {k.lower(): v for k, v in headers.items()}.get("wechatpay-serial", "")
+        try:
+            number = int(serial, 16)
+        except ValueError:
+            return False
+        return all(cert.serial_number != number for cert in self._certificates)
+
+    async def refresh_certificates(self) -> bool:
+        """Download the platform certificates and use them; False when skipped (one refresh a minute) or refused
+        (unreachable, unsigned, undecryptable): the certificates held so far stay in use then."""
+        async with self._refreshing:
+            if time.monotonic() - self._refreshed_at < CERTIFICATE_REFRESH_INTERVAL:
+                return False
+            self._refreshed_at = time.monotonic()
+            certificates = await self._download_certificates()
+            if not certificates:
+                return False
+            self._certificates[:] = certificates
+            self._save_certificates(certificates)
+            log.info("platform certificates refreshed: serials %s",
+                     ", ".join(format(c.serial_number, "X") for c in certificates))
+            return True
+
+    async def _download_certificates(self) -> list[Certificate]:
+        """``GET /v3/certificates``: each certificate decrypted with the APIv3 key and in its validity period,
+        and the answer signed by one of them (the serial it names)."""
+        auth = build_authorization(CERTIFICATES_PATH, "GET", self.settings.mchid, self.settings.cert_serial_no,
+                                   self._private_key)
+        try:
+            r = await self._pay_http.get(CERTIFICATES_PATH, headers={"Authorization": auth,
+                                                                      "Accept": "application/json"})
+        except httpx.HTTPError as e:
+            log.warning("platform certificates could not be downloaded: %s", e)
+            return []
+        entries = _json(r.content).get("data") if r.status_code == 200 else None
+        if not isinstance(entries, list):
+            log.warning("platform certificates download failed: HTTP %s %s", r.status_code, _short(r.text))
+            return []
+        now = datetime.now(UTC)
+        certificates: dict[int, Certificate] = {}
+        for entry in entries:
+            sealed = entry.get("encrypt_certificate") if isinstance(entry, dict) else None
+            if not isinstance(sealed, dict) or sealed.get("algorithm") != "AEAD_AES_256_GCM":
+                continue
+            try:
+                pem = aes_decrypt(nonce=str(sealed.get("nonce", "")), ciphertext=str(sealed.get("ciphertext", "")),
+                                  associated_data=str(sealed.get("associated_data", "")),
+                                  apiv3_key=self.settings.apiv3_key)
+            except ValueError:
+                pem = None
+            cert = load_certificate(pem) if pem else None
+            if cert is not None and cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
+                certificates[cert.serial_number] = cert
+        try:
+            signer = certificates.get(int(r.headers.get("wechatpay-serial", ""), 16))
+        except ValueError:
+            signer = None
+        if signer is None or not rsa_verify(r.headers.get("wechatpay-timestamp", ""),
+                                            r.headers.get("wechatpay-nonce", ""), r.text,
+                                            r.headers.get("wechatpay-signature", ""), signer.public_key()):
+            log.error("the platform certificates' answer is not signed by one of them; keeping the old ones")
+            return []
+        return list(certificates.values())
+
+    def _save_certificates(self, certificates: list[Certificate]) -> None:
+        """Kept in ``WECHAT_CERT_DIR`` (where ``wechatpayv3`` loads them at start-up), so a restart has them."""
+        if not self.settings.cert_dir:
+            return
+        folder = Path(self.settings.cert_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        for cert in certificates:
+            path = folder / f"{format(cert.serial_number, 'X')}.pem"
+            if not path.exists():
+                path.write_bytes(cert.public_bytes(Encoding.PEM))
 
     async def _call(self, what: str, call: Any) -> tuple[int, Any]:
         try:
@@ -152,6 +281,11 @@ class WeChat:
         except Exception as e:  # wechatpayv3: a response whose signature does not verify
             log.error("WeChat Pay %s: %s", what, e)
             raise WeChatError(502, "WeChat Pay's answer could not be verified.") from e
+
+
+def china_time(at: float) -> str:
+    """WeChat's time format, e.g. ``2026-11-28T11:30:00+08:00``."""
+    return datetime.fromtimestamp(int(at), CHINA).isoformat()
 
 
 def _json(body: Any) -> dict[str, Any]:

@@ -273,6 +273,8 @@ class OrderCreated(BillingFact):
     #: What was sold, fixed at the order (a later price list does not change it).
     credits: int = 0
     unlimited_days: int = 0
+    #: WeChat takes no payment after this (the prepay's ``time_expire``); 0 for orders from before it was set.
+    expires_at: float = 0.0
 
     @property
     def dedup_id(self) -> str:
@@ -353,7 +355,7 @@ class UseReleased(BillingFact):
 
 @dataclass(frozen=True)
 class OrderClosed(BillingFact):
-    """WeChat closed a pending order at its owner's request: it can no longer be paid."""
+    """WeChat closed a pending order (its owner asked, or it expired unpaid): it can no longer be paid."""
 
     TYPE: ClassVar[str] = "pe.v1.billing.order_closed"
     KIND: ClassVar[str] = "order_closed"
@@ -361,6 +363,8 @@ class OrderClosed(BillingFact):
     out_trade_no: str
     openid: str
     at: float
+    #: ``owner`` (the owner closed it) or ``expired`` (the reconciler closed it after ``expires_at``).
+    reason: str = "owner"
 
     @property
     def dedup_id(self) -> str:

@@ -5,8 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import signal
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from nats.aio.client import Client
 from nats.js import JetStreamContext
@@ -34,6 +38,21 @@ EVENTS_DEDUP_WINDOW = 3600.0
 JOBS_DEDUP_WINDOW = 600.0
 
 
+def auth_options(settings: NatsSettings) -> dict[str, Any]:
+    """nats-py's keyword arguments for the credential, TLS and inbox prefix in ``settings``."""
+    opts: dict[str, Any] = {"inbox_prefix": settings.inbox_prefix}
+    if settings.creds is not None:
+        opts["user_credentials"] = str(settings.creds)
+    elif settings.nkey_seed is not None:
+        opts["nkeys_seed_str"] = settings.nkey_seed
+    elif settings.user is not None:
+        opts |= {"user": settings.user, "password": settings.password}
+    if settings.ca is not None:
+        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(settings.ca))
+        opts["tls"] = ctx
+    return opts
+
+
 @asynccontextmanager
 async def connect(settings: NatsSettings, name: str) -> AsyncIterator[Client]:
     """Connect with the service's own credentials; reconnect forever; drain on exit."""
@@ -48,10 +67,19 @@ async def connect(settings: NatsSettings, name: str) -> AsyncIterator[Client]:
     async def on_reconnect() -> None:
         log.info("nats reconnected (%s)", name)
 
+    leaving = False
+
+    async def on_closed() -> None:
+        # nats-py reconnects forever, except when the server refuses the credential: then nothing this
+        # process does can work again, so it stops (SIGTERM: the usual drain) instead of retrying in vain.
+        if not leaving:
+            log.error("nats closed the connection (%s) for good: the server refused this credential "
+                      "(revoked?); stopping", name)
+            os.kill(os.getpid(), signal.SIGTERM)
+
     nc = await nats.connect(
         servers=settings.servers,
-        user=settings.user,
-        password=settings.password,
+        **auth_options(settings),
         name=name,
         connect_timeout=5,
         max_reconnect_attempts=-1,
@@ -59,10 +87,12 @@ async def connect(settings: NatsSettings, name: str) -> AsyncIterator[Client]:
         error_cb=on_error,
         disconnected_cb=on_disconnect,
         reconnected_cb=on_reconnect,
+        closed_cb=on_closed,
     )
     try:
         yield nc
     finally:
+        leaving = True
         if not nc.is_closed:
             try:
                 await asyncio.wait_for(nc.drain(), 10)
@@ -142,7 +172,7 @@ async def _stream(js: JetStreamContext, config: StreamConfig) -> None:
 
 
 async def ensure_resources(js: JetStreamContext, tasks: TaskSettings) -> KeyValue:
-    """Declare streams, the jobs consumer and the task bucket; safe to run from every edge at start."""
+    """Declare streams, the jobs consumer and the buckets (admin only: ``photoenhance bootstrap``); idempotent."""
     await _stream(js, jobs_stream(tasks))
     await _stream(js, events_stream(tasks))
     try:
@@ -159,12 +189,12 @@ async def ensure_resources(js: JetStreamContext, tasks: TaskSettings) -> KeyValu
 
 
 async def wait_for_resources(js: JetStreamContext, *, poll: float = 0.5) -> KeyValue:
-    """For services that may start before the edge declared the resources: wait until they exist."""
+    """Services start once bootstrap declared the resources; one started earlier waits until they exist."""
     while True:
         try:
             await js.consumer_info(subjects.JOBS_STREAM, subjects.JOBS_CONSUMER)
             await js.key_value(subjects.ENHANCERS_BUCKET)
             return await js.key_value(subjects.TASKS_BUCKET)
         except (NotFoundError, BucketNotFoundError):
-            log.info("waiting for JetStream resources (started before the edge?)")
+            log.info("waiting for JetStream resources (has `photoenhance bootstrap` run?)")
             await asyncio.sleep(poll)

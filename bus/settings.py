@@ -6,6 +6,8 @@ never from a command line, and are kept out of ``repr`` so they cannot reach a l
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,25 +59,58 @@ def env_secret(name: str) -> str | None:
 
 @dataclass(frozen=True)
 class NatsSettings:
-    """How a service reaches NATS, with the credentials of its own role."""
+    """How a service reaches NATS, with the credential of its own role.
+
+    The credential is one of NATS's standard forms: a ``.creds`` file (``NATS_CREDS``: user JWT + nkey
+    seed, what ``photoenhance credentials create`` writes), an nkey seed (``NATS_NKEY_SEED``), or a user
+    and password. ``NATS_CA`` is the CA that signed the server's certificate (TLS is then required);
+    ``NATS_INBOX_PREFIX`` the reply subjects this credential alone may subscribe to.
+    """
 
     url: str = "nats://127.0.0.1:4222"
     user: str | None = None
     password: str | None = field(default=None, repr=False)
+    creds: Path | None = None
+    nkey_seed: str | None = field(default=None, repr=False)
+    ca: Path | None = None
+    inbox_prefix: str = "_INBOX"
     #: Seconds a request to another service may take before we give up (never nats-py's 0.5 s default).
     request_timeout: float = 5.0
+
+    def __post_init__(self) -> None:
+        for name in ("creds", "ca"):
+            path = getattr(self, name)
+            if path is not None and not Path(path).is_file():
+                raise SettingsError(f"NATS_{name.upper()} points to {path}, which is not a readable file")
 
     @property
     def servers(self) -> list[str]:
         """``NATS_URL`` may list several servers of a cluster, comma-separated."""
         return [u.strip() for u in self.url.split(",") if u.strip()]
 
+    @property
+    def credential_name(self) -> str | None:
+        """The name in the ``.creds`` file's user JWT (``photoenhance credentials create … NAME``)."""
+        if self.creds is None:
+            return None
+        lines = Path(self.creds).read_text().splitlines()
+        try:
+            payload = lines[lines.index("-----BEGIN NATS USER JWT-----") + 1].split(".")[1]
+            return str(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["name"])
+        except (ValueError, IndexError, KeyError) as e:
+            raise SettingsError(f"NATS_CREDS ({self.creds}) is not a NATS .creds file") from e
+
     @classmethod
     def from_env(cls, role: str) -> NatsSettings:
+        creds, ca = env("NATS_CREDS"), env("NATS_CA")
         return cls(
             url=env("NATS_URL", cls.url) or cls.url,
-            user=env("NATS_USER", role),
+            user=None if creds else env("NATS_USER", role),
             password=env_secret("NATS_PASSWORD"),
+            creds=Path(creds) if creds else None,
+            nkey_seed=env_secret("NATS_NKEY_SEED"),
+            ca=Path(ca) if ca else None,
+            inbox_prefix=env("NATS_INBOX_PREFIX", cls.inbox_prefix) or cls.inbox_prefix,
             request_timeout=env_float("NATS_REQUEST_TIMEOUT", cls.request_timeout),
         )
 
@@ -91,12 +126,23 @@ class S3Settings:
     region: str = "us-east-1"
     #: Endpoint put into presigned URLs handed to clients (defaults to ``endpoint``).
     public_endpoint: str | None = None
+    #: Seconds to connect, and to wait for the next bytes of an answer: a hung S3 fails a call, never a worker.
+    connect_timeout: float = 5.0
+    read_timeout: float = 30.0
+    #: Retries of a failed connection or a 5xx answer (with back-off) before the call fails.
+    retries: int = 3
+    #: Largest image object read into memory (MAX_UPLOAD_MB, as the edge accepts); larger is refused unread.
+    max_input_bytes: int = 50 * 1024 * 1024
 
     def __post_init__(self) -> None:
         for name in ("endpoint", "public_endpoint"):
             value = getattr(self, name)
             if value is not None and urlsplit(value).scheme not in ("http", "https"):
                 raise SettingsError(f"S3 {name} must be an http(s) URL, got {value!r}")
+        if self.connect_timeout <= 0 or self.read_timeout <= 0:
+            raise SettingsError("S3_CONNECT_TIMEOUT and S3_READ_TIMEOUT must be positive")
+        if not 0 <= self.retries <= 10:
+            raise SettingsError("S3_RETRIES must be between 0 and 10")
 
     @classmethod
     def from_env(cls) -> S3Settings:
@@ -107,6 +153,10 @@ class S3Settings:
             bucket=env("S3_BUCKET", cls.bucket) or cls.bucket,
             region=env("S3_REGION", cls.region) or cls.region,
             public_endpoint=env("S3_PUBLIC_ENDPOINT"),
+            connect_timeout=env_float("S3_CONNECT_TIMEOUT", cls.connect_timeout),
+            read_timeout=env_float("S3_READ_TIMEOUT", cls.read_timeout),
+            retries=env_int("S3_RETRIES", cls.retries),
+            max_input_bytes=int(env_float("MAX_UPLOAD_MB", 50) * 1024 * 1024),
         )
 
 

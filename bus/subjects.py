@@ -34,6 +34,8 @@ JOBS_CONSUMER = "enhancers"
 EVENTS_STREAM = "PE_EVENTS"
 EVENTS_WILDCARD = f"{PREFIX}.events.>"
 TASK_EVENTS_WILDCARD = f"{PREFIX}.events.task.>"
+#: Billing's durable consumer of every fact, from which its ledger is projected.
+LEDGER_CONSUMER = "billing-ledger"
 
 # --- Task state (JetStream KV) ------------------------------------------------------------
 #: KV bucket holding one record per task; the single source of truth for its status.

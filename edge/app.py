@@ -15,7 +15,8 @@ from starlette.types import Scope
 
 from bus import __version__
 
-from . import errors
+from . import errors, staging
+from .connections import ConnectionLimitMiddleware
 from .limits import BodyLimitMiddleware
 from .metrics import MetricsMiddleware
 from .metrics import router as metrics_router
@@ -49,14 +50,18 @@ class WebMount(Mount):
 def create_app(settings: EdgeSettings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with open_resources(settings) as resources:
+        async with open_resources(settings) as resources, staging.janitor(resources):
             app.state.resources = resources
             yield
 
     app = FastAPI(title="PhotoEnhanceAI", version=__version__, lifespan=lifespan,
                   description="Upload a photo, get it back larger and sharper (Real-ESRGAN, GFPGAN).")
     errors.install(app)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes,
+                       body_timeout=settings.connections.body_timeout)
+    # Inside the rate limits (a request refused there takes no place), outside the body (an upload's place
+    # is held while its body streams in).
+    app.add_middleware(ConnectionLimitMiddleware, limits=settings.connections)
     app.add_middleware(RateLimitMiddleware, rules=[
         Rule("enhance", ("/api/v1/enhance", "/api/v1/single-process-uploaded-image", "/api/v1/upload/presigned-url"),
              Limit.parse("RATE_LIMIT_ENHANCE", settings.rate_enhance)),

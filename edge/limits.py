@@ -3,10 +3,14 @@
 The multipart parser would otherwise spool an arbitrarily large upload to disk before any
 handler could look at its size; here a declared ``Content-Length`` over the limit is refused
 before reading, and an undeclared (chunked) body is cut off the moment it crosses the limit.
+
+A body that stops arriving is refused too (408 after ``body_timeout`` seconds without data): uvicorn has
+no such timeout, and a client trickling nothing would otherwise hold its upload admission forever.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 from starlette.exceptions import HTTPException
@@ -20,16 +24,25 @@ class BodyTooLarge(HTTPException):
         super().__init__(413, f"The upload is too large. The maximum size is {limit_mb:g} MB.")
 
 
+class BodyStalled(HTTPException):
+    """An HTTPException for the same reason as :class:`BodyTooLarge`."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(408, f"The upload stalled: no data arrived for {seconds:g} seconds. Please try again.")
+
+
 class BodyLimitMiddleware:
-    def __init__(self, app: ASGIApp, *, max_bytes: int, slack: int = 64 * 1024) -> None:
+    def __init__(self, app: ASGIApp, *, max_bytes: int, slack: int = 64 * 1024, body_timeout: float = 30.0) -> None:
         self.app = app
         # Multipart framing adds a little around the file itself.
         self.max_bytes = max_bytes + slack
         self.limit_mb = max_bytes / (1024 * 1024)
+        self.body_timeout = body_timeout
 
-    async def _refuse(self, send: Send) -> None:
-        body = json.dumps({"error": f"The upload is too large. The maximum size is {self.limit_mb:g} MB."}).encode()
-        await send({"type": "http.response.start", "status": 413,
+    async def _refuse(self, send: Send, status: int = 413, message: str | None = None) -> None:
+        message = message or f"The upload is too large. The maximum size is {self.limit_mb:g} MB."
+        body = json.dumps({"error": message}).encode()
+        await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                                 (b"connection", b"close")]})
         await send({"type": "http.response.body", "body": body})
@@ -49,14 +62,22 @@ class BodyLimitMiddleware:
                     return
         received = 0
         started = False
+        body_done = False
 
         async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
+            nonlocal received, body_done
+            if body_done:  # past the body, receive() only waits for the client to disconnect: no timeout
+                return await receive()
+            try:
+                async with asyncio.timeout(self.body_timeout):
+                    message = await receive()
+            except TimeoutError:
+                raise BodyStalled(self.body_timeout) from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
                     raise BodyTooLarge(self.limit_mb)
+                body_done = not message.get("more_body", False)
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -67,6 +88,6 @@ class BodyLimitMiddleware:
 
         try:
             await self.app(scope, limited_receive, tracking_send)
-        except BodyTooLarge:
+        except (BodyTooLarge, BodyStalled) as e:  # raised outside FastAPI's handlers
             if not started:
-                await self._refuse(send)
+                await self._refuse(send, e.status_code, e.detail)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
-from bus import ObjectStore, StorageError, TaskStore, connect, ensure_resources, subjects
+from bus import ObjectStore, StorageError, TaskStore, connect, subjects, wait_for_resources
 
 from .registry import Registry
 from .settings import EdgeSettings
@@ -31,14 +31,14 @@ class Resources:
 
 @asynccontextmanager
 async def open_resources(settings: EdgeSettings) -> AsyncIterator[Resources]:
-    """Connect, declare the JetStream resources and the bucket (idempotent), and close on exit."""
+    """Connect, wait for the streams, buckets and S3 bucket that bootstrap declares, and close on exit."""
     async with connect(settings.nats, "edge") as nc:
         js = nc.jetstream()
-        kv = await ensure_resources(js, settings.tasks)
+        kv = await wait_for_resources(js)
         store = ObjectStore(settings.s3)
         for attempt in range(30):
             try:
-                await store.ensure_bucket(settings.tasks.retention_hours)
+                await store.ping()
                 break
             except StorageError as e:
                 if attempt == 29:

@@ -16,6 +16,8 @@ from bus.settings import (
     env_secret,
 )
 
+from .connections import ConnectionLimits
+
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 
 
@@ -32,8 +34,14 @@ class EdgeSettings:
     max_input_pixels: int = 20_000_000
     #: Seconds the synchronous presigned flow waits for a result before answering "still processing".
     sync_timeout: float = 300.0
-    #: Lifetime of presigned upload and result URLs, in seconds.
+    #: Lifetime of presigned result URLs, in seconds.
     presign_seconds: int = 3600
+    #: Lifetime of presigned upload URLs, in seconds: minutes, so a leaked URL is soon worthless.
+    upload_url_seconds: int = 300
+    #: Staging uploads (``uploads/``) never processed are deleted this many seconds after they were written,
+    #: by a janitor that looks every ``staging_sweep_seconds`` (S3 lifecycle rules count whole days).
+    staging_max_age: float = 1800.0
+    staging_sweep_seconds: float = 300.0
     #: Operator token for admin routes (Authorization: Bearer ...); admin routes are off without one.
     admin_token: str | None = field(default=None, repr=False)
     #: Origins allowed by CORS (comma-separated in CORS_ORIGINS); empty: same-origin only.
@@ -50,6 +58,8 @@ class EdgeSettings:
     rate_enhance: str = "30/60"
     #: Per client: sign-in and payment requests.
     rate_account: str = "10/60"
+    #: What clients may hold open at once (streams, downloads, reads, uploads) and slow-client timeouts.
+    connections: ConnectionLimits = field(default_factory=ConnectionLimits)
 
     def __post_init__(self) -> None:
         if not 1 <= self.port <= 65535:
@@ -58,6 +68,10 @@ class EdgeSettings:
             raise SettingsError("MAX_UPLOAD_MB is too small")
         if not 1 <= self.max_batch <= 1000:
             raise SettingsError(f"WEB_MAX_BATCH must be between 1 and 1000, got {self.max_batch}")
+        if not 10 <= self.upload_url_seconds <= 3600:
+            raise SettingsError("PRESIGN_UPLOAD_SECONDS must be between 10 and 3600")
+        if self.staging_max_age <= 0 or self.staging_sweep_seconds <= 0:
+            raise SettingsError("STAGING_MAX_AGE and STAGING_SWEEP_SECONDS must be positive")
         if "*" in self.cors_origins:
             raise SettingsError("CORS_ORIGINS must list origins; '*' is not allowed")
 
@@ -74,6 +88,9 @@ class EdgeSettings:
             max_input_pixels=int(env_float("MAX_INPUT_MEGAPIXELS", 20) * 1_000_000),
             sync_timeout=env_float("SYNC_TIMEOUT", 300.0),
             presign_seconds=env_int("PRESIGN_SECONDS", 3600),
+            upload_url_seconds=env_int("PRESIGN_UPLOAD_SECONDS", 300),
+            staging_max_age=env_float("STAGING_MAX_AGE", 1800.0),
+            staging_sweep_seconds=env_float("STAGING_SWEEP_SECONDS", 300.0),
             admin_token=env_secret("ADMIN_TOKEN"),
             cors_origins=origins,
             max_batch=env_int("WEB_MAX_BATCH", 20),
@@ -82,4 +99,5 @@ class EdgeSettings:
             forget_after=env_float("REGISTRY_FORGET_AFTER", 300.0),
             rate_enhance=env("RATE_LIMIT_ENHANCE", "30/60") or "30/60",
             rate_account=env("RATE_LIMIT_ACCOUNT", "10/60") or "10/60",
+            connections=ConnectionLimits.from_env(),
         )

@@ -8,11 +8,13 @@ themselves arrive through the JetStream work queue (see ``worker.py`` for why).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 from contextlib import AsyncExitStack
 from typing import Any
 
+import nats.errors
 from nats.micro import add_service
 from nats.micro.request import Request
 from nats.micro.service import EndpointStats
@@ -80,7 +82,8 @@ async def serve(settings: EnhancerSettings, stop: asyncio.Event) -> int:
         finally:
             finished.set()
             await beating
-            await service.stop()
+            with contextlib.suppress(nats.errors.ConnectionClosedError):  # cut off by the server: nothing to stop
+                await service.stop()
     return worker.handed_back
 
 

@@ -42,6 +42,11 @@ class EnhancerSettings:
     #: On SIGTERM, seconds to finish the jobs in hand; a job still running then is handed back to the
     #: queue (another worker takes it at once) and the process leaves without waiting for its engine.
     drain_timeout: float = 30.0
+    #: Seconds one attempt at a job may take (its wait for the engine behind an earlier job not counted); past
+    #: it the job is handed back to the queue, or failed on its last attempt. None: "auto", which is 600 on
+    #: CUDA and 7200 on a CPU (a 20-megapixel ×4 job takes about 90 minutes on two cores): it bounds jobs that
+    #: would otherwise be held forever, not legitimate ones. ``ENHANCER_JOB_DEADLINE=auto|seconds``.
+    job_deadline: float | None = None
     #: Benchmarks only: run every job on this engine ("bench-resize"), whatever the job asks.
     engine_override: str | None = None
     #: Port of the Prometheus ``/metrics`` endpoint (0: off) and the address it binds.
@@ -52,7 +57,8 @@ class EnhancerSettings:
         """These settings with every "auto" resolved for ``device`` (a ``torch.device``)."""
         cuda = getattr(device, "type", str(device)) == "cuda"
         return replace(self, concurrency=self.concurrency or (4 if cuda else 1),
-                       prefetch=(1 if cuda else 0) if self.prefetch is None else self.prefetch)
+                       prefetch=(1 if cuda else 0) if self.prefetch is None else self.prefetch,
+                       job_deadline=self.job_deadline or (600.0 if cuda else 7200.0))
 
     def __post_init__(self) -> None:
         if self.concurrency is not None and self.concurrency < 1:
@@ -65,6 +71,8 @@ class EnhancerSettings:
             raise SettingsError("ENHANCER_PREFETCH must be auto, 0 or 1")
         if self.drain_timeout <= 0:
             raise SettingsError("ENHANCER_DRAIN_TIMEOUT must be positive")
+        if self.job_deadline is not None and self.job_deadline <= 0:
+            raise SettingsError("ENHANCER_JOB_DEADLINE must be auto or a positive number of seconds")
         if self.heartbeat <= 0:
             raise SettingsError("ENHANCER_HEARTBEAT must be positive")
         if self.keepalive <= 0:
@@ -72,8 +80,9 @@ class EnhancerSettings:
 
     @classmethod
     def from_env(cls) -> EnhancerSettings:
+        nats = NatsSettings.from_env("enhancer")
         return cls(
-            nats=NatsSettings.from_env("enhancer"),
+            nats=nats,
             s3=S3Settings.from_env(),
             tasks=TaskSettings.from_env(),
             model_dir=Path(env("MODEL_DIR", str(DEFAULT_MODEL_DIR)) or DEFAULT_MODEL_DIR).expanduser(),
@@ -81,14 +90,24 @@ class EnhancerSettings:
             device=env("ENHANCER_DEVICE", "auto") or "auto",
             max_input_pixels=int(env_float("MAX_INPUT_MEGAPIXELS", 20.0) * 1_000_000),
             max_faces=env_int("ENHANCER_MAX_FACES", 10),
-            worker_id=env("ENHANCER_ID") or f"{socket.gethostname()}-{os.getpid()}",
+            worker_id=worker_id(env("ENHANCER_ID"), nats.credential_name),
             heartbeat=env_float("ENHANCER_HEARTBEAT", 5.0),
             prefetch=_auto_int("ENHANCER_PREFETCH"),
             drain_timeout=env_float("ENHANCER_DRAIN_TIMEOUT", 30.0),
+            job_deadline=_auto_seconds("ENHANCER_JOB_DEADLINE"),
             engine_override=env("ENHANCER_ENGINE"),
             metrics_port=env_int("ENHANCER_METRICS_PORT", 0),
             metrics_host=env("ENHANCER_METRICS_HOST", "0.0.0.0") or "0.0.0.0",
         )
+
+
+def worker_id(given: str | None, credential: str | None) -> str:
+    """The worker's id, which is also its presence key: a credential may write only its own name's key (or
+    keys under it, for replicas sharing one credential), so the id is the credential's name or under it."""
+    own = given or f"{socket.gethostname()}-{os.getpid()}"
+    if credential is None or own == credential or own.startswith(f"{credential}."):
+        return own
+    return f"{credential}.{own}"
 
 
 def _auto_int(name: str) -> int | None:
@@ -100,3 +119,14 @@ def _auto_int(name: str) -> int | None:
         return int(text)
     except ValueError:
         raise SettingsError(f"{name} must be auto or a whole number, not {text[:20]!r}") from None
+
+
+def _auto_seconds(name: str) -> float | None:
+    """``auto`` (or unset) is None, resolved once the device is known; otherwise seconds."""
+    text = (env(name, "auto") or "auto").strip().lower()
+    if text == "auto":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise SettingsError(f"{name} must be auto or a number of seconds, not {text[:20]!r}") from None

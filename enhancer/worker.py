@@ -26,15 +26,28 @@ Holding at most one job per slot that is not running is the price: another worke
 idle meanwhile cannot take it. That costs at most one job's engine time at the tail of a burst,
 which is small for GPU jobs (about a second) and large for CPU model jobs (a minute of x4plus),
 which is why ``ENHANCER_PREFETCH=auto`` turns it on for CUDA devices only.
+
+Why a deadline: ``in_progress()`` tells JetStream the worker is alive, not that the job advances, so a job
+whose engine hangs would be held forever. Each attempt therefore has ``job_deadline`` seconds (its wait for
+the engine behind an earlier job not counted); past it the keep-alive stops and the job is handed back
+(``nak``: another worker may try, which counts an attempt) or, on its last attempt, failed with a sentence.
+A thread cannot be killed, so the engine step is stopped as far as Python allows: its progress callback
+raises from then on, which ends a tiled or face-by-face job at its next tile or face. A step stuck inside
+one call keeps its thread and its model, and its slot is *retired* until it returns (see
+:meth:`Slot.retire`): no new job is pulled for it, rather than queued behind a thread that may never end or
+given a second model instance that might not fit beside the first. A worker whose slots are all retired
+pulls nothing and its jobs go to the other workers; it reports how many in :attr:`Worker.stuck_slots`,
+and on shutdown it leaves without waiting for such a thread.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -46,7 +59,7 @@ from nats.aio.msg import Msg
 
 from bus import retrying, subjects
 from bus.schemas import COMPLETED, FAILED, PROCESSING, QUEUED, EnhanceJob, TaskEvent, TaskState
-from bus.storage import ObjectMissing, ObjectStore, StorageError, display_name, output_key
+from bus.storage import ObjectMissing, ObjectStore, ObjectTooLarge, StorageError, display_name, output_key
 from bus.tasks import TaskStore
 
 from . import metrics
@@ -67,6 +80,37 @@ class Transient(Exception):
     """The task may succeed later (storage down...): retry with back-off."""
 
 
+class DeadlineExceeded(Transient):
+    """The attempt took longer than ``job_deadline``: handed back, or failed on the last attempt."""
+
+
+class SlotRetired(Transient):
+    """The job's slot was retired while the job waited for it (its engine overran an earlier job's deadline)."""
+
+
+class Abandoned(Exception):
+    """Raised into an engine step, through its progress callback, once its job has been given up."""
+
+
+class _Progress:
+    """The engine's progress callback, which stops the engine once the job is given up.
+
+    Engines let an exception from the callback propagate (``engines.base.Progress``), so a job past its
+    deadline ends at its next tile or face instead of running to its end for nobody. ``abandoned`` also
+    stops the attempt's record writes, so a late report cannot write over a job that is back in the queue.
+    """
+
+    def __init__(self) -> None:
+        self.reporter: Reporter | None = None
+        self.abandoned = False
+
+    def __call__(self, stage: str, done: int = 0, total: int = 0) -> None:
+        if self.abandoned:
+            raise Abandoned("the job was given up")
+        if self.reporter is not None:
+            self.reporter(stage, done, total)
+
+
 class Slot:
     """One model instance and the one thread it runs on: a model serves one job at a time.
 
@@ -84,6 +128,41 @@ class Slot:
         self._settings = settings
         self._device = device
         self._engines: dict[str, Engine] = {}
+        #: The engine step that overran its job's deadline and still runs; the slot is retired until it returns.
+        self.stuck: Future[Any] | None = None
+        #: Admissions given back while retired, returned to the free queue when the slot recovers.
+        self._parked = 0
+
+    def give_back(self, free: asyncio.Queue[Slot]) -> None:
+        """Return one admission: to the free queue, or parked while the slot is retired."""
+        if self.stuck is not None:
+            self._parked += 1
+        else:
+            free.put_nowait(self)
+
+    def retire(self, step: Future[Any], free: asyncio.Queue[Slot]) -> None:
+        """Take no job for this slot until ``step``, an engine call whose job was given up, returns.
+
+        Why not a fresh thread and model instead: the stuck call still holds the model (and its device
+        memory); a second instance might not fit, and a thread that never returns would leak one per hang.
+        """
+        loop = asyncio.get_running_loop()
+        self.stuck = step
+
+        def returned(_: Future[Any]) -> None:  # in the engine's thread
+            with contextlib.suppress(RuntimeError):  # the loop is closed: the worker has stopped anyway
+                loop.call_soon_threadsafe(self._recover, step, free)
+
+        step.add_done_callback(returned)
+
+    def _recover(self, step: Future[Any], free: asyncio.Queue[Slot]) -> None:
+        if self.stuck is not step:
+            return
+        self.stuck = None
+        log.warning("slot %d: the overrunning engine step has returned; the slot takes jobs again", self.index)
+        for _ in range(self._parked):
+            free.put_nowait(self)
+        self._parked = 0
 
     def engine(self, name: str) -> Engine:
         """Load lazily, in the slot's thread (called from inside the executor)."""
@@ -111,20 +190,39 @@ class Admission:
         self._free = free
         self._held = True
         self._before = slot.last_turn
-        self._turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._loop = asyncio.get_running_loop()
+        self._turn: asyncio.Future[None] = self._loop.create_future()
         slot.last_turn = self._turn
+        self._waited = 0.0
+        self._waiting_since: float | None = None
+
+    @property
+    def waited(self) -> float:
+        """Seconds spent waiting for earlier jobs' engine steps, so far: not counted against the deadline."""
+        ongoing = 0.0 if self._waiting_since is None else self._loop.time() - self._waiting_since
+        return self._waited + ongoing
 
     async def my_turn(self) -> None:
         """Wait until every job admitted to this slot before this one is done with the engine."""
         if self._before is not None and not self._before.done():
-            await asyncio.wait({self._before})  # not ``await``: a cancelled waiter must not cancel the turn
+            self._waiting_since = self._loop.time()
+            try:
+                await asyncio.wait({self._before})  # not ``await``: a cancelled waiter must not cancel the turn
+            finally:
+                self._waited += self._loop.time() - self._waiting_since
+                self._waiting_since = None
+
+    def retire(self, step: Future[Any]) -> None:
+        """The job was given up while its engine step still runs: retire the slot, then release."""
+        self.slot.retire(step, self._free)
+        self.release()
 
     def release(self) -> None:
         if not self._turn.done():
             self._turn.set_result(None)
         if self._held:
             self._held = False
-            self._free.put_nowait(self.slot)
+            self.slot.give_back(self._free)
 
 
 @dataclass
@@ -169,8 +267,14 @@ class Worker:
         #: Decode and encode run here, off the engines' threads (one decode and one encode per slot at most).
         self._codec = ThreadPoolExecutor(2 * len(self._all_slots), thread_name_prefix="codec")
         self._running: set[asyncio.Task[None]] = set()
-        #: Jobs given back to the queue at shutdown while their engine still ran (see ``run``).
+        #: Jobs given back to the queue while their engine still ran: at shutdown (see ``run``), or earlier
+        #: past their deadline with the step still running when the worker stopped.
         self.handed_back = 0
+
+    @property
+    def stuck_slots(self) -> int:
+        """Slots retired because an engine step overran its job's deadline and has not returned (degraded)."""
+        return sum(slot.stuck is not None for slot in self._all_slots)
 
     # --- the loop --------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
@@ -192,17 +296,22 @@ class Worker:
                 task.add_done_callback(self._running.discard)
         finally:
             # Taking nothing new from here on; finish what we hold, within the drain timeout.
+            late: set[asyncio.Task[None]] = set()
             if self._running:
                 log.info("worker %s: draining %d job(s) (at most %.0f s)", self.settings.worker_id,
                          len(self._running), self.settings.drain_timeout)
                 _, late = await asyncio.wait(set(self._running), timeout=self.settings.drain_timeout)
-                if late:
-                    log.warning("worker %s: %d job(s) still running after %.0f s; handing them back to the queue",
-                                self.settings.worker_id, len(late), self.settings.drain_timeout)
-                    self.handed_back = len(late)
-                    for task in late:
-                        task.cancel()
-                    await asyncio.gather(*late, return_exceptions=True)
+            overran = self.stuck_slots  # steps of jobs given up past their deadline (before any shutdown cancel)
+            if overran:
+                log.warning("worker %s: leaving %d engine step(s) that overran their job's deadline still running",
+                            self.settings.worker_id, overran)
+            if late:
+                log.warning("worker %s: %d job(s) still running after %.0f s; handing them back to the queue",
+                            self.settings.worker_id, len(late), self.settings.drain_timeout)
+                for task in late:
+                    task.cancel()
+                await asyncio.gather(*late, return_exceptions=True)
+            self.handed_back = len(late) + overran
             try:
                 await sub.unsubscribe()
             except Exception as e:  # connection may already be gone
@@ -299,7 +408,7 @@ class Worker:
             return
 
         try:
-            result = await self._enhance(job, admission, attempt)
+            result = await self._enhance_in_time(job, admission, attempt)
         except PermanentFailure as e:
             await self._fail(job, attempt, str(e))
             await msg.ack()
@@ -312,25 +421,56 @@ class Worker:
                 await self._record(job.task_id, attempt, status=QUEUED, stage=QUEUED,
                                    message=f"{e} Retrying (attempt {attempt + 1} of "
                                            f"{self.settings.tasks.max_attempts}).")
-                await msg.nak(delay=min(2.0**attempt, 30.0))
+                # A job that never reached its retired slot may run elsewhere at once; others back off.
+                await msg.nak(delay=0 if isinstance(e, SlotRetired) else min(2.0**attempt, 30.0))
             return
 
         await self._complete(job, attempt, started, result)
         await msg.ack()
 
-    async def _enhance(self, job: EnhanceJob, admission: Admission, attempt: int) -> dict[str, Any]:
-        """fetch → decode → [engine] → encode → store; only the engine step uses the slot's thread."""
+    async def _enhance_in_time(self, job: EnhanceJob, admission: Admission, attempt: int) -> dict[str, Any]:
+        """:meth:`_enhance`, given up (cancelled) once it has run ``job_deadline`` seconds of its own."""
+        loop = asyncio.get_running_loop()
+        limit: float = self.settings.job_deadline  # type: ignore[assignment]  # resolved by for_device
+        engine_progress = _Progress()
+        work = asyncio.ensure_future(self._enhance(job, admission, attempt, engine_progress))
+        begun = loop.time()
+        try:
+            while (left := begun + admission.waited + limit - loop.time()) > 0:
+                done, _ = await asyncio.wait({work}, timeout=left)
+                if done:
+                    return work.result()
+        finally:
+            if not work.done():  # past the deadline, or this job is being cancelled (shutdown)
+                engine_progress.abandoned = True
+                work.cancel()
+                await asyncio.wait({work})  # its clean-up: retire the slot if the engine step still runs
+        if not work.cancelled():  # it ended on its own just as it was being given up
+            return work.result()
+        log.warning("task %s: attempt %d took longer than %g s; giving it up", job.task_id, attempt, limit)
+        raise DeadlineExceeded(f"Enhancing this photo took longer than the {limit:g}-second limit per attempt.")
+
+    async def _enhance(self, job: EnhanceJob, admission: Admission, attempt: int,
+                       engine_progress: _Progress) -> dict[str, Any]:
+        """fetch → decode → [engine] → encode → store; only the engine step uses the slot's thread.
+
+        ``engine_progress`` is the engine's progress callback; once it is abandoned, the attempt's
+        progress no longer reaches the record."""
         loop = asyncio.get_running_loop()
         slot = admission.slot
         timings: dict[str, float] = {}
 
         async def record(stage: str, progress: float, text: str) -> None:
-            await self._record(job.task_id, attempt, stage=stage, progress=progress, message=text)
+            await self._record(job.task_id, attempt, unless=lambda: engine_progress.abandoned, stage=stage,
+                               progress=progress, message=text)
 
-        reporter = Reporter(self.nc, job.task_id, record)
+        reporter = engine_progress.reporter = Reporter(self.nc, job.task_id, record)
         t = time.perf_counter()
         try:
-            data = await self.store.get_bytes(job.input_key)
+            data = await self.store.get_bytes(job.input_key, max_bytes=self.store.settings.max_input_bytes)
+        except ObjectTooLarge as e:
+            raise PermanentFailure(f"The input is larger than this worker accepts "
+                                   f"({self.store.settings.max_input_bytes / 1e6:g} MB); it was not read.") from e
         except ObjectMissing as e:
             raise PermanentFailure("The uploaded image is no longer available (expired or never uploaded).") from e
         except StorageError as e:
@@ -352,20 +492,26 @@ class Worker:
 
         ready = time.perf_counter()
         await admission.my_turn()
+        if slot.stuck is not None:
+            raise SlotRetired("This enhancer's engine was stuck on an earlier photo that overran its time limit.")
 
         def run_engine() -> Any:
             start = time.perf_counter()
             timings["wait"] = start - ready  # a prefetched job waits here for the previous one's engine
             engine = slot.engine(engine_name)
-            result = engine.enhance(decoded.rgb, engine_opts, reporter)
+            result = engine.enhance(decoded.rgb, engine_opts, engine_progress)
             timings["engine"] = time.perf_counter() - start
             return result
 
+        step = slot.executor.submit(run_engine)
         try:
             with _as_failure(job, f"engine {engine_name}"):
-                result = await loop.run_in_executor(slot.executor, run_engine)
+                result = await asyncio.wrap_future(step)
         finally:
-            admission.release()  # the engine is free: the slot may pull its next job while this one is stored
+            if step.done():
+                admission.release()  # the engine is free: the slot may pull its next job while this one is stored
+            else:  # given up (deadline, shutdown) while the step runs: it cannot be killed, only told to stop
+                admission.retire(step)
 
         await reporter.report("encoding")
 
@@ -404,12 +550,13 @@ class Worker:
         return "gfpgan" if job.face_enhance is not False and "gfpgan" in self.engines else "realesrgan"
 
     # --- recording -------------------------------------------------------------------------------
-    async def _record(self, task_id: str, attempt: int, **changes: Any) -> TaskState | None:
+    async def _record(self, task_id: str, attempt: int, *, unless: Callable[[], bool] = lambda: False,
+                      **changes: Any) -> TaskState | None:
         """Write the record unless it is final or a later attempt owns it."""
         now = time.time()
 
         def change(s: TaskState) -> TaskState | None:
-            if s.final or s.attempts > attempt:
+            if s.final or s.attempts > attempt or unless():
                 return None
             return s.replace(updated_at=now, **changes)
 

@@ -1,7 +1,9 @@
 """``photoenhance``: one command for every part of the system.
 
     photoenhance up                      everything on embedded defaults (NATS, S3, edge, enhancer, billing)
-    photoenhance edge|enhancer|billing   one service, configured by the environment
+    photoenhance edge|enhancer|billing [--env-file FILE]   one service, configured by the environment
+    photoenhance bootstrap               declare streams, consumers and buckets (admin credential)
+    photoenhance credentials create enhancer NAME --out FILE | revoke NAME | list
     photoenhance billing replay          rebuild billing's ledger from the event stream
     photoenhance enhance FILE... --out DIR   enhance photos through a running service
     photoenhance servers [--watch]       the enhancers on the bus (admin token)
@@ -28,8 +30,16 @@ def _up(args: argparse.Namespace) -> int:
     return run_all(port=args.port, data_dir=Path(args.data_dir), host=args.host)
 
 
+def _apply_env_file(args: argparse.Namespace) -> None:
+    if getattr(args, "env_file", None):
+        from .credentials import load_env_file
+
+        os.environ.update(load_env_file(Path(args.env_file)))
+
+
 def _service(name: str, args: argparse.Namespace) -> int:
     _logging()
+    _apply_env_file(args)
     if name == "edge":
         from edge import main
     elif name == "enhancer":
@@ -40,6 +50,50 @@ def _service(name: str, args: argparse.Namespace) -> int:
         billing_main([args.action] if getattr(args, "action", "serve") == "replay" else [])
         return 0
     main()
+    return 0
+
+
+def _bootstrap(args: argparse.Namespace) -> int:
+    _logging()
+    _apply_env_file(args)
+    from .bootstrap import main
+
+    return main(Path(args.s3_identities) if args.s3_identities else None)
+
+
+def _identity(args: argparse.Namespace):
+    from .identity import Identity
+
+    hosts = [h.strip() for h in (getattr(args, "tls_host", None) or os.environ.get("NATS_TLS_HOSTS", "")).split(",")]
+    return Identity.open(Path(args.identity), tls_hosts=[h for h in hosts if h])
+
+
+def _credentials(args: argparse.Namespace) -> int:
+    from . import credentials
+    from .identity import IdentityError
+
+    try:
+        identity = _identity(args)
+        if args.action == "init":
+            config = credentials.init(identity, Path(args.nats_dir), resolver_dir=Path(args.resolver_dir),
+                                      tls_dir=Path(args.tls_dir) if args.tls_dir else None, enhancer=args.enhancer,
+                                      cluster_tls=args.cluster_tls)
+            print(f"trust root in {identity.directory}; server configuration {config}")
+        elif args.action == "create":
+            out = credentials.create(identity, args.role, args.name, Path(args.out), nats_url=args.nats_url,
+                                     storage=credentials.storage_admin(identity), s3_endpoint=args.s3_endpoint)
+            print(f"wrote {out} (and {args.name}.creds, ca.pem beside it). On the GPU host:\n"
+                  f"  photoenhance enhancer --env-file {out.name}")
+        elif args.action == "revoke":
+            cred = credentials.revoke(identity, args.name, nats_url=args.nats_url,
+                                      storage=credentials.storage_admin(identity))
+            print(f"revoked {cred.name} ({cred.role}); the servers dropped it")
+        else:
+            for line in credentials.table(identity):
+                print(line)
+    except (IdentityError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -93,7 +147,39 @@ def parser() -> argparse.ArgumentParser:
         if name == "billing":
             s.add_argument("action", nargs="?", choices=("serve", "replay"), default="serve",
                            help="replay: rebuild the ledger from the first event on the stream (billing stopped)")
+        s.add_argument("--env-file", help="KEY=value settings (e.g. from `photoenhance credentials create`)")
         s.set_defaults(func=lambda a, n=name: _service(n, a))
+
+    bs = sub.add_parser("bootstrap", help="declare streams, consumers and buckets with the admin credential")
+    bs.add_argument("--env-file", help="KEY=value settings")
+    bs.add_argument("--s3-identities", help="MinIO (compose): create the services' own S3 users and write each "
+                                            "role's keys to DIR/<role>.env")
+    bs.set_defaults(func=_bootstrap)
+
+    identity_dir = os.environ.get("PE_IDENTITY_DIR", "var/identity")
+    cr = sub.add_parser("credentials", help="credentials of GPU hosts and services: create, revoke, list")
+    crsub = cr.add_subparsers(dest="action", required=True)
+    ini = crsub.add_parser("init", help="create the trust root (keys, CA) and write a nats-server configuration")
+    ini.add_argument("--nats-dir", required=True, help="where to write nats-server.conf and auth.conf")
+    ini.add_argument("--resolver-dir", required=True, help="the server's account directory, as the server sees it")
+    ini.add_argument("--tls-dir", help="the identity's tls/ folder as the server sees it (default: where it is)")
+    ini.add_argument("--tls-host", help="extra names/addresses for the server certificate, comma-separated "
+                                        "(default $NATS_TLS_HOSTS)")
+    ini.add_argument("--enhancer", help="also keep a shared enhancer credential of this name (compose replicas)")
+    ini.add_argument("--cluster-tls", action="store_true", help="mutual TLS on cluster routes (a NATS cluster)")
+    create = crsub.add_parser("create", help="mint a credential and write its env file")
+    create.add_argument("role", choices=("enhancer", "edge", "billing"))
+    create.add_argument("name", help="who holds it (letters, digits, - and _), e.g. gpu-host-1")
+    create.add_argument("--out", required=True, help="the env file to write (the .creds and ca.pem go beside it)")
+    revoke = crsub.add_parser("revoke", help="cut a credential off the live bus")
+    revoke.add_argument("name")
+    lst = crsub.add_parser("list", help="every credential issued, active and revoked")
+    for c in (ini, create, revoke, lst):
+        c.add_argument("--identity", default=identity_dir, help=f"the trust root (default {identity_dir})")
+    for c in (create, revoke):
+        c.add_argument("--nats-url", help="the bus as that host reaches it (default: the running `up`'s)")
+    create.add_argument("--s3-endpoint", help="the S3 server as that host reaches it (default: the running `up`'s)")
+    cr.set_defaults(func=_credentials)
 
     en = sub.add_parser("enhance", help="enhance photos through a running service")
     en.add_argument("files", nargs="+", help="photos to enhance")

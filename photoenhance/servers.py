@@ -22,10 +22,27 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
-NATS_CONFIG = Path(__file__).resolve().parent.parent / "nats" / "nats-server.conf"
-ROLES = ("edge", "enhancer", "billing", "admin")
+from bus.connection import auth_options
+from bus.settings import NatsSettings, S3Settings
+
+from .identity import SYSTEM_USER, Identity
+from .s3_access import SCOPES, S3AccessError, S3Keys, SeaweedAccess, bootstrap_identities
+
+
+def client_env(identity: Identity, name: str, role: str | None, url: str) -> dict[str, str]:
+    """A service's NATS settings for credential ``name``, issuing it (kept in the identity) if new."""
+    if name != SYSTEM_USER and (name not in identity.credentials or not identity.creds_path(name).exists()):
+        identity.issue(name, role or name, keep=True)
+    return identity.client_env(name, url)
+
+
+def connect_options(env: dict[str, str]) -> dict[str, Any]:
+    """``nats.connect`` keyword arguments from a service's NATS settings."""
+    settings = NatsSettings(url=env["NATS_URL"], creds=Path(env["NATS_CREDS"]), ca=Path(env["NATS_CA"]),
+                            inbox_prefix=env["NATS_INBOX_PREFIX"])
+    return {"servers": settings.servers, **auth_options(settings)}
 
 
 class ServerError(RuntimeError):
@@ -141,40 +158,57 @@ class _Process:
 
 @dataclass
 class EmbeddedNats(_Process):
-    """``nats-server`` with JetStream, our config file, and one generated password per role."""
+    """``nats-server`` with JetStream and TLS, trusting the operator of ``identity`` (NATS JWT auth).
+
+    Its configuration is ``nats/nats-server.conf`` plus an ``auth.conf`` generated from the identity at
+    every start (so a restart carries every revocation made so far).
+    """
 
     data_dir: Path
     port: int = 0
     monitor_port: int = 0
-    passwords: dict[str, str] = field(default_factory=dict, repr=False)
+    identity: Identity = field(default=None, repr=False)  # type: ignore[assignment]
     server_name: str = field(default_factory=lambda: f"pe-{secrets.token_hex(4)}")
     name: str = "nats-server"
-    #: Extra command-line flags (cluster membership).
-    extra_args: list[str] = field(default_factory=list)
+    #: Cluster membership: this node's route port and every node's (set by ``EmbeddedNatsCluster``).
+    routes: tuple[int, list[int]] | None = None
+    cluster_name: str = "photoenhance"
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)
         self.log_path = self.data_dir / "nats.log"
-        for role in ROLES:
-            # nats-server parses an environment variable as a config value: a letter first and
-            # hex after keeps it a plain string (a leading digit would be read as a number).
-            self.passwords.setdefault(role, f"pw{secrets.token_hex(24)}")
+        if self.identity is None:
+            self.identity = Identity.open(self.data_dir / "identity")
 
     @property
     def url(self) -> str:
-        return f"nats://127.0.0.1:{self.port}"
+        return f"tls://127.0.0.1:{self.port}"
 
     @property
     def monitor_url(self) -> str:
         return f"http://127.0.0.1:{self.monitor_port}"
 
-    def env_for(self, role: str) -> dict[str, str]:
-        """Environment for a service connecting as ``role``."""
-        return {"NATS_URL": self.url, "NATS_USER": role, "NATS_PASSWORD": self.passwords[role]}
+    def env_for(self, name: str, role: str | None = None) -> dict[str, str]:
+        """Settings for a service connecting as credential ``name`` (issued now, with ``role``, if new)."""
+        return client_env(self.identity, name, role, self.url)
+
+    def connect_options(self, name: str = "admin", role: str | None = None) -> dict[str, Any]:
+        """``nats.connect(**...)`` keyword arguments for credential ``name`` (tests, benches, tools)."""
+        return connect_options(self.env_for(name, role))
 
     def start(self, timeout: float = 20) -> None:
         self.spawn()
         self.wait_ready(timeout)
+
+    def write_config(self) -> Path:
+        """Our ``nats-server.conf`` and the identity's ``auth.conf`` (plus this node's cluster block)."""
+        cluster = ""
+        if self.routes is not None:
+            own, every = self.routes
+            cluster = self.identity.cluster_config(
+                name=self.cluster_name, listen=f"127.0.0.1:{own}",
+                routes=[f"nats-route://127.0.0.1:{p}" for p in every if p != own])
+        return self.identity.write_server_config(self.data_dir, self.data_dir / "resolver", extra=cluster)
 
     def spawn(self) -> None:
         """Start the process without waiting (a cluster starts all its nodes before any is ready)."""
@@ -182,10 +216,9 @@ class EmbeddedNats(_Process):
         self.monitor_port = self.monitor_port or free_port()
         store = self.data_dir / "jetstream"
         store.mkdir(parents=True, exist_ok=True)
-        env = {f"{role.upper()}_NATS_PASSWORD": pw for role, pw in self.passwords.items()}
-        env |= {"NATS_STORE_DIR": str(store), "NATS_SERVER_NAME": self.server_name}
-        args = [find_binary("nats-server"), "-c", str(NATS_CONFIG), "-a", "127.0.0.1",
-                "-p", str(self.port), "-m", str(self.monitor_port), *self.extra_args]
+        env = {"NATS_STORE_DIR": str(store), "NATS_SERVER_NAME": self.server_name}
+        args = [find_binary("nats-server"), "-c", str(self.write_config()), "-a", "127.0.0.1",
+                "-p", str(self.port), "-m", str(self.monitor_port)]
         self._spawn(args, env, self.data_dir)
 
     def wait_ready(self, timeout: float = 20) -> None:
@@ -209,9 +242,26 @@ class EmbeddedNats(_Process):
         raise ServerError(f"nats-server did not become healthy within {timeout:.0f}s; log: {self.log_path}")
 
 
+#: In an ``EmbeddedS3`` data directory: ``KEY=value`` lines of the live server's admin S3 settings.
+ADMIN_ENV_FILE = "s3-admin.env"
+
+
+def embedded_s3_admin(data_dir: Path) -> S3Settings:
+    """The admin settings of the embedded S3 server running on ``data_dir`` (for ``credentials``)."""
+    lines = (Path(data_dir) / ADMIN_ENV_FILE).read_text().splitlines()
+    env = dict(line.split("=", 1) for line in lines if "=" in line)
+    return S3Settings(endpoint=env["S3_ENDPOINT"], access_key=env["S3_ACCESS_KEY"], secret_key=env["S3_SECRET_KEY"],
+                      bucket=env["S3_BUCKET"])
+
+
 @dataclass
 class EmbeddedS3(_Process):
-    """SeaweedFS ``weed mini``: a real S3 server that checks signatures, with one bucket."""
+    """SeaweedFS ``weed mini``: a real S3 server that checks signatures, with one bucket.
+
+    ``access_key``/``secret_key`` are the root (admin) keys, for bootstrap and for tests that inspect
+    objects; each service role gets its own identity, limited to its scope (``photoenhance.s3_access``),
+    created at every start with the keys in ``role_keys`` (kept across a restart, so running services
+    carry on)."""
 
     data_dir: Path
     bucket: str = "photoenhance"
@@ -219,19 +269,44 @@ class EmbeddedS3(_Process):
     secret_key: str = field(default_factory=lambda: secrets.token_urlsafe(30), repr=False)
     port: int = 0
     name: str = "weed mini (S3)"
+    role_keys: dict[str, S3Keys] = field(default_factory=dict, repr=False)
     _ports: dict[str, int] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)
         self.log_path = self.data_dir / "s3.log"
+        for role, grants in SCOPES.items():
+            if grants:
+                self.role_keys.setdefault(role, S3Keys.generate())
 
     @property
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def env(self) -> dict[str, str]:
-        return {"S3_ENDPOINT": self.endpoint, "S3_ACCESS_KEY": self.access_key,
-                "S3_SECRET_KEY": self.secret_key, "S3_BUCKET": self.bucket}
+    def env(self, role: str) -> dict[str, str]:
+        """S3 settings for ``role``: its own keys; ``admin`` gets the root keys (bootstrap only); a role
+        without an S3 scope (billing) gets no keys at all."""
+        base = {"S3_ENDPOINT": self.endpoint, "S3_BUCKET": self.bucket}
+        if role == "admin":
+            return {**base, "S3_ACCESS_KEY": self.access_key, "S3_SECRET_KEY": self.secret_key}
+        if role not in SCOPES:
+            raise ValueError(f"unknown role {role!r}")
+        keys = self.role_keys.get(role)
+        return {**base, **keys.env()} if keys else base
+
+    def admin_settings(self) -> S3Settings:
+        return S3Settings(endpoint=self.endpoint, access_key=self.access_key, secret_key=self.secret_key,
+                          bucket=self.bucket)
+
+    def access(self) -> SeaweedAccess:
+        """Per-identity S3 keys on this server (``photoenhance credentials`` for an enhancer's own keys)."""
+        return SeaweedAccess(self.admin_settings())
+
+    @property
+    def admin_env_path(self) -> Path:
+        """Where the running server's admin settings are kept (mode 0600) for ``photoenhance credentials``,
+        which runs in another process; whoever can read the data directory holds the objects anyway."""
+        return self.data_dir / ADMIN_ENV_FILE
 
     def start(self, timeout: float = 60) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -243,14 +318,33 @@ class EmbeddedS3(_Process):
         self.port = ports["s3"]
         args = [find_binary("weed"), f"-logdir={self.data_dir / 'logs'}", "mini", f"-dir={self.data_dir}",
                 "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-master.telemetry=false", "-webdav=false",
-                "-admin.ui=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
+                "-admin.ui=false", "-s3.iam.readOnly=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
                 f"-s3.localSocket={self.data_dir / 's3.sock'}"]
         for comp, port in ports.items():
             args += [f"-{comp}.port={port}", f"-{comp}.port.grpc={port + 10000}"]
+        # The root keys come from the environment (an admin identity); -s3.iam.readOnly=false opens the
+        # IAM API on the S3 port to them, which is how role and per-worker identities are managed live.
         env = {"AWS_ACCESS_KEY_ID": self.access_key, "AWS_SECRET_ACCESS_KEY": self.secret_key,
                "S3_BUCKET": self.bucket}
         self._spawn(args, env, self.data_dir)
         self._wait_ready(timeout)
+        self._create_role_identities(timeout)
+        text = "".join(f"{k}={v}\n" for k, v in self.env("admin").items())
+        fd = os.open(self.admin_env_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+
+    def _create_role_identities(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                bootstrap_identities(self.access(), self.role_keys)
+                return
+            except S3AccessError as e:  # the IAM store may lag the S3 port by a moment
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise ServerError(f"S3 server: could not create the role identities: {e}") from e
+                time.sleep(0.2)
 
     def _wait_ready(self, timeout: float) -> None:
         from minio import Minio
@@ -274,9 +368,9 @@ class EmbeddedS3(_Process):
 
 @dataclass
 class EmbeddedNatsCluster:
-    """Three (or five) ``nats-server`` nodes routed into one JetStream cluster on loopback.
+    """Three (or five) ``nats-server`` nodes routed into one JetStream cluster on loopback (TLS routes).
 
-    Same credentials on every node; ``url`` lists all nodes, so clients fail over on their own.
+    One identity for every node; ``url`` lists all nodes, so clients fail over on their own.
     """
 
     data_dir: Path
@@ -286,27 +380,27 @@ class EmbeddedNatsCluster:
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)
+        identity = Identity.open(self.data_dir / "identity")
         route_ports = [free_port() for _ in range(self.size)]
-        routes = ",".join(f"nats://127.0.0.1:{p}" for p in route_ports)
-        passwords = {role: f"pw{secrets.token_hex(24)}" for role in ROLES}
         self.nodes = [
-            EmbeddedNats(self.data_dir / f"node{i}", passwords=dict(passwords), server_name=f"pe-node{i}",
-                         extra_args=["--cluster_name", self.cluster_name, "--cluster",
-                                     f"nats://127.0.0.1:{port}", "--routes", routes])
+            EmbeddedNats(self.data_dir / f"node{i}", identity=identity, server_name=f"pe-node{i}",
+                         routes=(port, route_ports), cluster_name=self.cluster_name)
             for i, port in enumerate(route_ports)
         ]
 
     @property
-    def passwords(self) -> dict[str, str]:
-        return self.nodes[0].passwords
+    def identity(self) -> Identity:
+        return self.nodes[0].identity
 
     @property
     def url(self) -> str:
-        return ",".join(f"nats://127.0.0.1:{n.port}" for n in self.nodes)
+        return ",".join(n.url for n in self.nodes)
 
-    def env_for(self, role: str) -> dict[str, str]:
-        return {"NATS_URL": self.url, "NATS_USER": role, "NATS_PASSWORD": self.passwords[role],
-                "NATS_REPLICAS": str(self.size)}
+    def env_for(self, name: str, role: str | None = None) -> dict[str, str]:
+        return {**client_env(self.identity, name, role, self.url), "NATS_REPLICAS": str(self.size)}
+
+    def connect_options(self, name: str = "admin", role: str | None = None) -> dict[str, Any]:
+        return connect_options(self.env_for(name, role))
 
     def start(self, timeout: float = 60) -> None:
         for node in self.nodes:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import httpx
 
+from .bootstrap import run_bootstrap
 from .servers import EmbeddedNats, EmbeddedS3, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -90,16 +91,22 @@ class Stack:
     edge_port: int = 0
     enhancers: list[ServiceProcess] = field(default_factory=list)
 
-    def env(self, role: str, **extra: str) -> dict[str, str]:
-        return {**self.nats.env_for(role), **self.s3.env(), "MODEL_DIR": str(self.model_dir),
+    def env(self, role: str, name: str | None = None, **extra: str) -> dict[str, str]:
+        """Settings of a ``role`` process connecting with credential ``name`` (the role's own by default)."""
+        return {**self.nats.env_for(name or role, role), **self.s3.env(role), "MODEL_DIR": str(self.model_dir),
                 "LOG_LEVEL": "INFO", **self.extra_env, **extra}
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.edge_port}"
 
+    def bootstrap(self, **extra: str) -> None:
+        """What ``photoenhance up`` and compose run before the services: streams, consumers, buckets (admin)."""
+        run_bootstrap(self.env("admin", **extra))
+
     def start_edge(self, **extra: str) -> ServiceProcess:
         self.edge_port = self.edge_port or free_port()
+        self.bootstrap(**extra)
         env = self.env("edge", EDGE_PORT=str(self.edge_port), **extra)
         self.edge = ServiceProcess("edge", env, self.root / "logs" / "edge.log").start()
 
@@ -112,7 +119,7 @@ class Stack:
 
     def start_enhancer(self, name: str | None = None, **extra: str) -> ServiceProcess:
         name = name or f"enhancer-{len(self.enhancers) + 1}"
-        proc = ServiceProcess("enhancer", self.env("enhancer", ENHANCER_ID=name, **extra),
+        proc = ServiceProcess("enhancer", self.env("enhancer", name, ENHANCER_ID=name, **extra),
                               self.root / "logs" / f"{name}.log").start()
         self.enhancers.append(proc)
 
@@ -123,6 +130,12 @@ class Stack:
 
         wait_until(listed, 90, f"{name} to join the bus")
         return proc
+
+    def permission_violations(self) -> list[str]:
+        """Lines where a service was refused by the bus: its credential lacks something its code does."""
+        logs = (self.root / "logs").glob("*.log")
+        return [line for log in logs for line in log.read_text(errors="replace").splitlines()
+                if "permissions violation" in line.lower()]
 
     def stop(self) -> None:
         for p in [*self.enhancers, self.edge]:

@@ -19,17 +19,27 @@ import urllib.request
 from contextlib import ExitStack
 from pathlib import Path
 
+from .bootstrap import BootstrapError, run_bootstrap
+from .credentials import save_endpoints
+from .identity import Identity
 from .servers import EmbeddedNats, EmbeddedS3, ServerError
 
 SERVICES = ("edge", "enhancer", "billing")
 
 
+#: The credential of the enhancer that ``up`` runs (others join with ``photoenhance credentials create``).
+LOCAL_ENHANCER = "local-enhancer"
+
+
 def _service_env(nats: EmbeddedNats | None, s3: EmbeddedS3 | None, role: str, data_dir: Path) -> dict[str, str]:
     env = dict(os.environ)
     if nats is not None:
-        env.update(nats.env_for(role))
+        name = LOCAL_ENHANCER if role == "enhancer" else role
+        env.update(nats.env_for(name, role))
+        if role == "enhancer":
+            env.setdefault("ENHANCER_ID", LOCAL_ENHANCER)
     if s3 is not None:
-        env.update(s3.env())
+        env.update(s3.env(role))
     env.setdefault("BILLING_DB", str(data_dir / "billing.sqlite3"))
     # On one's own machine the visitor is the owner: no daily quota unless asked for.
     env.setdefault("BILLING_ANONYMOUS_DAILY", "0")
@@ -93,12 +103,16 @@ def run_all(*, port: int, data_dir: Path, host: str = "127.0.0.1") -> int:
     with ExitStack() as stack:
         nats = s3 = None
         if not os.environ.get("NATS_URL"):
-            nats = stack.enter_context(EmbeddedNats(data_dir / "nats"))
+            nats = stack.enter_context(EmbeddedNats(data_dir / "nats", identity=Identity.open(data_dir / "identity")))
             print(f"nats-server (JetStream) on {nats.url}, monitoring {nats.monitor_url}", flush=True)
+            save_endpoints(nats.identity, nats_url=nats.url)
         if not os.environ.get("S3_ENDPOINT"):
             s3 = stack.enter_context(EmbeddedS3(data_dir / "s3"))
             print(f"S3 server on {s3.endpoint} (bucket {s3.bucket})", flush=True)
+            if nats is not None:
+                save_endpoints(nats.identity, s3_endpoint=s3.endpoint)
         try:
+            run_bootstrap(_service_env(nats, s3, "admin", data_dir))
             for name in SERVICES:
                 env = _service_env(nats, s3, name, data_dir)
                 if name == "edge":
@@ -115,7 +129,7 @@ def run_all(*, port: int, data_dir: Path, host: str = "127.0.0.1") -> int:
                         print(f"{name} exited with code {proc.returncode}; stopping", file=sys.stderr)
                         stop["now"] = True
                 time.sleep(0.5)
-        except ServerError as e:
+        except (ServerError, BootstrapError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 1
         finally:

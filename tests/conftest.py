@@ -27,8 +27,11 @@ TEST_ENV = {"TASK_ACK_WAIT": "4", "MAX_UPLOAD_MB": "5", "MAX_INPUT_MEGAPIXELS": 
             "ENHANCER_CONCURRENCY": "1", "ENHANCER_HEARTBEAT": "1", "ADMIN_TOKEN": ADMIN_TOKEN,
             # The suite sends bursts from one address; test_limits.py checks the limits themselves.
             "RATE_LIMIT_ENHANCE": "10000/60", "RATE_LIMIT_ACCOUNT": "10000/60",
-            # Likewise for the visitors' daily quota (tests/billing/test_anonymous.py checks it).
-            "BILLING_ANONYMOUS_DAILY": "0"}
+            # Likewise for the visitors' daily quota (tests/billing/test_anonymous.py checks it)
+            # and the open-connection limits (tests/test_neighbours.py checks them).
+            "BILLING_ANONYMOUS_DAILY": "0",
+            **{f"EDGE_{pool}{scope}": "10000" for pool in ("STREAMS", "DOWNLOADS", "READS", "UPLOADS")
+               for scope in ("", "_PER_CLIENT")}}
 
 
 @pytest.fixture(scope="session")
@@ -60,6 +63,8 @@ def stack(nats_server: EmbeddedNats, s3_server: EmbeddedS3, model_dir: Path,
         yield s
     finally:
         s.stop()
+    # Every flow the suite drove stayed within each role's permissions (bus/permissions.py).
+    assert not s.permission_violations()
 
 
 @contextmanager
@@ -90,7 +95,7 @@ def http(stack: Stack) -> Iterator[httpx.Client]:
 @pytest.fixture
 async def admin_nc(nats_server: EmbeddedNats) -> AsyncIterator[Client]:
     """An operator connection (like the ``nats`` CLI's), for watching what travels on the bus."""
-    nc = await nats.connect(nats_server.url, user="admin", password=nats_server.passwords["admin"])
+    nc = await nats.connect(**nats_server.connect_options("admin"))
     try:
         yield nc
     finally:

@@ -302,7 +302,7 @@ async def test_fault_run_loses_nothing_and_charges_exactly(fault_stack: tuple[Bi
     for _, auth in users:
         assert account(bs, auth)["credits"] == CREDITS
     server = bs.stack.nats
-    nc = await nats.connect(server.url, user="admin", password=server.passwords["admin"])
+    nc = await nats.connect(**server.connect_options("admin"))
     run = Run(bs=bs, nc=nc)
     started = time.monotonic()
 

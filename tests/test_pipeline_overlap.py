@@ -45,7 +45,7 @@ def own_stack(s3_server: EmbeddedS3, model_dir: Path, tmp_path: Path) -> Iterato
 
 @pytest.fixture
 async def bus(own_stack: Stack) -> AsyncIterator[Client]:
-    nc = await nats.connect(own_stack.nats.url, user="admin", password=own_stack.nats.passwords["admin"])
+    nc = await nats.connect(**own_stack.nats.connect_options("admin"))
     try:
         yield nc
     finally:

@@ -4,6 +4,10 @@ Two sources are merged into one stream: the task's KV record (every change, dura
 enhancer's live ``pe.progress.<task>`` messages (frequent, not persisted). While the task waits,
 its place in line is refreshed. The stream ends after the final status, so a browser's
 ``EventSource`` is told exactly when to stop; polling ``/status`` stays the fallback.
+
+A stream also ends after ``EDGE_STREAM_SECONDS`` (the client reconnects and gets the current status
+first), and how many may be open is bounded (``edge/connections.py``). Each open stream holds a NATS
+subscription and a KV watch; both are released however the stream ends, client gone included.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
+import anyio
 from fastapi import APIRouter, Depends
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from nats.aio.msg import Msg
@@ -32,8 +37,6 @@ router = APIRouter(prefix="/api/v1", tags=["tasks"])
 
 #: Seconds between refreshes of a waiting task's place in line.
 POSITION_EVERY = 2.0
-#: A stream is closed after this long (the browser reconnects and gets the current status first).
-MAX_STREAM_SECONDS = 30 * 60.0
 
 
 async def existing_task(task_id: str, res: ResourcesDep) -> TaskState:
@@ -90,7 +93,7 @@ async def events(task: Annotated[TaskState, Depends(existing_task)],
     follower = asyncio.create_task(_follow(res, task_id, merged))
     ticker = asyncio.create_task(_positions(res, merged))
     state, sent = task, None
-    deadline = asyncio.get_running_loop().time() + MAX_STREAM_SECONDS
+    deadline = asyncio.get_running_loop().time() + res.settings.connections.stream_seconds
     try:
         while True:
             try:
@@ -116,7 +119,11 @@ async def events(task: Annotated[TaskState, Depends(existing_task)],
             if state.final:
                 return
     finally:
-        follower.cancel()
-        ticker.cancel()
-        with contextlib.suppress(Exception):
-            await sub.unsubscribe()
+        # Shielded: when the client has gone this runs in a cancelled scope, where any await would be cancelled
+        # again before the subscription and the watch are released.
+        with anyio.CancelScope(shield=True):
+            follower.cancel()
+            ticker.cancel()
+            await asyncio.gather(follower, ticker, return_exceptions=True)
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()

@@ -4,12 +4,19 @@
 2. The client ``PUT``s the photo there (the edge never carries the bytes).
 3. ``POST /api/v1/single-process-uploaded-image`` ``{file_key, ...}`` waits for the result and
    returns a presigned result URL (``cdn_url``) and the timings.
+
+What a URL can store is bounded: by the exact ``size`` the client announced (a signed
+``Content-Length``: the storage refuses any other body), else by the upload limit; anything larger
+is refused with 413 and deleted at once. The URL lives minutes. The edge reads the staging object
+once, checks it, writes those very bytes to the task's own ``inputs/`` key and deletes the staging
+object: a later ``PUT`` through the same URL changes nothing, and a ``file_key`` becomes one task only.
+Staging objects never processed are deleted by the janitor (``edge.staging``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
-import re
 import secrets
 import time
 from datetime import timedelta
@@ -17,28 +24,29 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
+from nats.js.errors import KeyWrongLastSequenceError
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from bus.schemas import COMPLETED
-from bus.storage import ObjectMissing, display_name, upload_key
-from bus.tasks import new_task_id
+from bus.storage import ObjectMissing, ObjectTooLarge, StorageError, display_name, input_key
 
-from .. import dispatch, options
+from .. import dispatch, options, staging
 from ..deps import ResourcesDep, client_address
 from ..errors import ApiError
 from ..images import inspect
+from ..resources import Resources
 from ..views import download_path
 from .wechat import release_use, reserve_use
 
 router = APIRouter(prefix="/api/v1", tags=["presigned upload"])
 
-_UPLOAD_KEY = re.compile(r"^uploads/[A-Za-z0-9_-]{20,64}/[A-Za-z0-9._-]{1,120}$")
-
 
 class PresignRequest(BaseModel):
     filename: str | None = Field(default=None, max_length=255)
     content_type: str | None = Field(default=None, max_length=100)
+    size: int | None = Field(default=None, ge=1, description="The file's exact size in bytes: the URL then "
+                                                             "accepts exactly this many bytes")
 
 
 class ProcessRequest(BaseModel):
@@ -50,14 +58,28 @@ class ProcessRequest(BaseModel):
     face_enhance: bool | str | None = None
 
 
+def _too_large(limit: int) -> ApiError:
+    return ApiError(413, f"The upload is too large. The maximum size is {limit / (1024 * 1024):g} MB.")
+
+
+async def _discard(res: Resources, key: str) -> None:
+    """Delete a staging object now (the janitor retries what fails here)."""
+    with contextlib.suppress(StorageError):
+        await res.store.remove(key)
+
+
 @router.post("/upload/presigned-url", summary="A presigned URL to PUT one photo to storage")
 async def presigned_url(res: ResourcesDep, body: PresignRequest | None = None) -> dict[str, Any]:
+    settings = res.settings
+    size = body.size if body else None
+    if size is not None and size > settings.max_upload_bytes:
+        raise _too_large(settings.max_upload_bytes)
     name = display_name((body.filename if body else None) or "photo.jpg")
-    key = upload_key(secrets.token_urlsafe(24), name)
-    expires = res.settings.presign_seconds
-    url = await res.store.presigned_put(key, timedelta(seconds=expires))
+    key = staging.new_key(name, size or settings.max_upload_bytes)
+    expires = settings.upload_url_seconds
+    url = await res.store.presigned_put(key, timedelta(seconds=expires), content_length=size)
     return {"success": True, "presigned_url": url, "file_key": key, "cos_key": key, "method": "PUT",
-            "expires_in": expires, "max_size": res.settings.max_upload_bytes}
+            "expires_in": expires, "max_size": size or settings.max_upload_bytes}
 
 
 @router.post("/single-process-uploaded-image", summary="Enhance a photo uploaded with a presigned URL; waits")
@@ -69,33 +91,57 @@ async def process_uploaded(
     key = body.file_key or body.cos_key
     if not key:
         raise ApiError(400, "Missing file_key: first upload the photo with a URL from /api/v1/upload/presigned-url.")
-    if not _UPLOAD_KEY.match(key):
+    settings = res.settings
+    staged = staging.parse(key, settings.max_upload_bytes)
+    if staged is None:
         raise ApiError(400, "This file_key was not issued by /api/v1/upload/presigned-url.")
     opts = options.parse({"tile_size": body.tile_size, "quality_level": body.quality_level, "scale": body.scale,
                           "face_enhance": body.face_enhance})
-    settings = res.settings
+    task_id = staged.task_id
+    if await res.tasks.get(task_id) is not None:
+        # A repeated request (a retry after a lost answer): the same task's answer. Bytes PUT again
+        # through the same URL are deleted, never processed.
+        await _discard(res, key)
+        return await _answer(res, task_id, started, time.perf_counter())
     try:
-        stat = await res.store.stat(key)
-        if stat.size > settings.max_upload_bytes:
-            raise ApiError(413, f"The upload is too large. The maximum size is "
-                                f"{settings.max_upload_bytes / (1024 * 1024):g} MB.")
-        if stat.size == 0:
-            raise ApiError(400, "The uploaded file is empty.")
-        data = await res.store.get_bytes(key)
+        data = await res.store.get_bytes(key, max_bytes=staged.bound)
+    except ObjectTooLarge as e:
+        await _discard(res, key)
+        if staged.bound < settings.max_upload_bytes:
+            raise ApiError(413, f"The upload is larger than the {staged.bound} bytes this URL was issued for; "
+                                "it was deleted.") from e
+        raise _too_large(settings.max_upload_bytes) from e
     except ObjectMissing as e:
+        if await res.tasks.get(task_id) is not None:  # a concurrent request with this file_key took it
+            return await _answer(res, task_id, started, time.perf_counter())
         raise ApiError(404, "Nothing was uploaded under this file_key (or it has expired).") from e
+    if not data:
+        raise ApiError(400, "The uploaded file is empty.")
     info = await run_in_threadpool(inspect, io.BytesIO(data), max_pixels=settings.max_input_pixels)
     fetched = time.perf_counter()
     await dispatch.require_enhancer(res)
     await dispatch.require_room(res)
-    task_id = new_task_id()
+    name = key.rsplit("/", 1)[-1]
     owner = await reserve_use(res, authorization, task_id, client_address(request))
     try:
-        await dispatch.submit(res, task_id=task_id, input_key=key, input_name=key.rsplit("/", 1)[-1],
-                              input_size=len(data), width=info.width, height=info.height, options=opts, owner=owner)
+        # The checked bytes, under a key of this request's own: what the task processes is what was checked.
+        task_input = input_key(task_id, f"{secrets.token_hex(4)}-{name}")
+        await res.store.put_bytes(task_input, data, info.content_type)
+        await dispatch.submit(res, task_id=task_id, input_key=task_input, input_name=name, input_size=len(data),
+                              width=info.width, height=info.height, options=opts, owner=owner)
+    except KeyWrongLastSequenceError:  # a concurrent request with this file_key queued it first
+        return await _answer(res, task_id, started, fetched)
     except BaseException as e:
-        await release_use(res, owner, task_id, f"not queued: {e}")
+        if await res.tasks.get(task_id) is None:  # never release a use that a queued task holds
+            await release_use(res, owner, task_id, f"not queued: {e}")
         raise
+    await _discard(res, key)
+    return await _answer(res, task_id, started, fetched)
+
+
+async def _answer(res: Resources, task_id: str, started: float, fetched: float) -> JSONResponse:
+    """Wait for the task and answer as the mini-program expects (the same for a repeated request)."""
+    settings = res.settings
     final = await dispatch.wait_final(res, task_id, settings.sync_timeout)
     if final is None:
         return JSONResponse(status_code=202, content={

@@ -28,8 +28,8 @@ from bus.settings import SettingsError
 
 from ..conftest import ADMIN_TOKEN
 from ..support import ROOT, wait_until
-from .conftest import BillingStack
-from .test_replay import delete_ledger, snapshot, task_recorded
+from .conftest import FREE_DAILY, BillingStack
+from .test_replay import delete_ledger, reserve, snapshot, task_recorded
 from .test_wechat_pay import claimed_paid, create_order, facts_about, kinds, ledger_credits, query, sign_in
 from .wechat_standin import WeChatStandIn, new_key
 
@@ -147,8 +147,12 @@ async def test_refund_is_applied_once_revokes_what_is_left_and_replays(
     bs = billing_stack
     openid, auth = sign_in(bs, wechat)
     no = buy(bs, wechat, auth)  # 10 credits
-    # One credit is used (an enhancement's completed fact, as an enhancer publishes it).
+    # One credit is used: today's free use first, then a credit reserved (as the edge does) and its
+    # enhancement's completed fact, as an enhancer publishes it.
+    for _ in range(FREE_DAILY):
+        assert (await reserve(admin_nc, auth, secrets.token_hex(16))).use == "free"
     event = TaskEvent(task_id=secrets.token_hex(16), kind="completed", at=time.time(), owner=openid)
+    assert (await reserve(admin_nc, auth, event.task_id)).use == "credit"
     await admin_nc.jetstream().publish(subjects.task_event("completed"), event.encode(),
                                        headers={subjects.MSG_ID_HEADER: event.dedup_id})
     await asyncio.to_thread(wait_until, lambda: task_recorded(bs.db_path, event.task_id), 30,

@@ -217,8 +217,9 @@ def test_own_orders_newest_first_and_admin_stats(billing_stack: BillingStack, we
 
 
 # --- the projection's rules, on a ledger alone -----------------------------------------------------
-async def test_unlimited_package_and_unreserved_tasks_are_charged_deterministically(tmp_path: Any) -> None:
-    """Applying the same facts twice, or to a fresh ledger, gives the same balances."""
+async def test_uses_are_settled_deterministically_and_unreserved_tasks_charge_nobody(tmp_path: Any) -> None:
+    """Applying the same facts twice, or to a fresh ledger, gives the same balances. A task billing reserved
+    nothing for is charged to nobody, whoever its fact names (issue 12: a worker cannot name who pays)."""
     now = time.time()
     facts: list[Any] = [
         CreditsGranted(openid="oA", out_trade_no="PE1", credits=10, at=now - 100),
@@ -227,8 +228,9 @@ async def test_unlimited_package_and_unreserved_tasks_are_charged_deterministica
         TaskEvent(task_id="t1", kind="completed", at=now - 40, owner="oA"),
         UseReserved(openid="oA", task_id="t2", use="credit", at=now - 30),
         TaskEvent(task_id="t2", kind="failed", at=now - 20, owner="oA", error="no"),
-        TaskEvent(task_id="t3", kind="completed", at=now - 10, owner="oU"),  # no reservation: unlimited
-        TaskEvent(task_id="t4", kind="completed", at=now - 5, owner="oA"),  # no reservation: a credit
+        UseReserved(openid="oU", task_id="t3", use="unlimited", at=now - 15),
+        TaskEvent(task_id="t3", kind="completed", at=now - 10, owner="oU"),
+        TaskEvent(task_id="t4", kind="completed", at=now - 5, owner="oA"),  # no reservation: nobody pays
     ]
 
     async def project(name: str, times: int) -> dict[str, Any]:
@@ -237,9 +239,10 @@ async def test_unlimited_package_and_unreserved_tasks_are_charged_deterministica
             for _ in range(times):
                 for seq, fact in enumerate(facts, 1):
                     await (ledger.apply(fact, seq) if isinstance(fact, TaskEvent) else ledger.apply_fact(fact, seq))
-            assert await ledger.account("oA") == (8, 0.0)
+            assert await ledger.account("oA") == (9, 0.0)
             assert (await ledger.account("oU"))[0] == 0 and await ledger.use("t3") == ("oU", "unlimited", "charged")
             assert await ledger.use("t2") == ("oA", "credit", "released")
+            assert await ledger.use("t4") is None
             return await ledger.snapshot()
         finally:
             await ledger.close()

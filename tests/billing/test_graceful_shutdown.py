@@ -104,7 +104,7 @@ async def test_sigterm_under_load_answers_or_hands_back_every_request(own_billin
     await asyncio.to_thread(buy_unlimited, bs, wechat, auth)
     token = auth["Authorization"]
     server = bs.stack.nats
-    nc = await nats.connect(server.url, user="edge", password=server.passwords["edge"])
+    nc = await nats.connect(**server.connect_options("edge"))
     wechat.prepay_delay = 1.0  # a slow WeChat: each order holds a billing request for a second
     outcomes: Counter[str] = Counter()
     reserved: dict[str, str] = {}  # task_id → outcome of its first request
@@ -201,7 +201,7 @@ async def test_a_request_past_the_drain_timeout_is_answered_503(own_billing: Bil
     bs.billing.env["BILLING_DRAIN_TIMEOUT"] = "1"
     await asyncio.to_thread(bs.start_billing)
     server = bs.stack.nats
-    nc = await nats.connect(server.url, user="edge", password=server.passwords["edge"])
+    nc = await nats.connect(**server.connect_options("edge"))
     wechat.prepay_delay = 5.0  # longer than the drain timeout
     try:
         calls = len(wechat.calls)
@@ -238,8 +238,8 @@ class EchoApi:
 async def test_stop_answers_the_requests_already_on_their_way(own_nats: EmbeddedNats) -> None:
     """The race that ``nats.micro``'s own ``stop()`` loses: requests the server has already sent to billing
     (here: sitting in its socket while its event loop is busy) are answered, not dropped."""
-    billing_nc = await nats.connect(own_nats.url, user="billing", password=own_nats.passwords["billing"])
-    edge_nc = await nats.connect(own_nats.url, user="edge", password=own_nats.passwords["edge"])
+    billing_nc = await nats.connect(**own_nats.connect_options("billing"))
+    edge_nc = await nats.connect(**own_nats.connect_options("edge"))
     try:
         endpoints = Endpoints(billing_nc, EchoApi())  # type: ignore[arg-type]
         await endpoints.start()

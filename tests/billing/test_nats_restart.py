@@ -23,8 +23,8 @@ from bus.schemas import TaskEvent
 from photoenhance.servers import EmbeddedNats, EmbeddedS3
 
 from ..support import wait_until
-from .conftest import BillingStack, running_billing
-from .test_replay import task_recorded
+from .conftest import FREE_DAILY, BillingStack, running_billing
+from .test_replay import reserve, task_recorded
 from .test_wechat_pay import create_order, facts_about, kinds, ledger_credits, query, sign_in
 from .wechat_standin import WeChatStandIn
 
@@ -81,12 +81,16 @@ async def test_an_order_is_paid_once_across_a_nats_restart(own_nats: EmbeddedNat
     assert ledger_credits(bs, openid) == 10
     assert bs.billing.alive, bs.billing.log()[-3000:]
 
-    nc = await nats.connect(own_nats.url, user="admin", password=own_nats.passwords["admin"])
+    nc = await nats.connect(**own_nats.connect_options("admin"))
     try:
         assert kinds(await asyncio.wait_for(facts_about(nc, no), 30)) == [
             "order_created", "order_paid", "credits_granted"]
-        # The ledger's follower picked the stream up again: a task fact after the restart is charged.
+        # The ledger's follower picked the stream up again: a task fact after the restart is charged
+        # (to the credit billing reserved for it, once today's free uses are held).
+        for _ in range(FREE_DAILY):
+            assert (await reserve(nc, auth, secrets.token_hex(16))).use == "free"
         event = TaskEvent(task_id=secrets.token_hex(16), kind="completed", at=time.time(), owner=openid)
+        assert (await reserve(nc, auth, event.task_id)).use == "credit"
         await nc.jetstream().publish(subjects.task_event("completed"), event.encode(),
                                      headers={subjects.MSG_ID_HEADER: event.dedup_id})
     finally:

@@ -18,6 +18,7 @@ from nats.aio.client import Client
 
 from billing.ledger import Ledger
 from bus import subjects
+from bus.billing import UseReply, UseRequest
 from bus.schemas import TaskEvent
 
 from ..support import ROOT, wait_until
@@ -46,6 +47,14 @@ def task_recorded(db: Path, task_id: str) -> bool:
         return conn.execute("SELECT 1 FROM task_events WHERE task_id = ?", (task_id,)).fetchone() is not None
 
 
+async def reserve(nc: Client, auth: dict[str, str], task_id: str) -> UseReply:
+    """Hold one use for a task, as the edge does before it queues one: a worker's facts settle only this."""
+    request = UseRequest(token=auth["Authorization"], task_id=task_id)
+    reply = await nc.request(subjects.BILLING_USE_RESERVE, request.encode(), timeout=30,
+                             headers={subjects.TYPE_HEADER: request.TYPE})
+    return UseReply.decode(reply.data, subject=subjects.BILLING_USE_RESERVE)
+
+
 async def realistic_run(bs: BillingStack, wechat: WeChatStandIn, nc: Client) -> dict[str, int]:
     """Three users buy every product; duplicates, a forgery, a lost notify, an unpaid order, a task fact
     and the same fact redelivered. (Refunds replay in test_close_refund.py.)"""
@@ -69,8 +78,9 @@ async def realistic_run(bs: BillingStack, wechat: WeChatStandIn, nc: Client) -> 
         forged = wechat.post_notify(bs.notify_url, claimed_paid(wechat.transaction(pending)),
                                     timestamp=int(time.time()) - 3600)
         assert forged.status_code == 400
-    # An enhancement fact, as an enhancer publishes it.
+    # An enhancement: its use reserved (as the edge does), then its fact, as an enhancer publishes it.
     event = TaskEvent(task_id=secrets.token_hex(16), kind="completed", at=time.time(), owner=openid)
+    assert (await reserve(nc, auth, event.task_id)).use == "unlimited"
     await nc.jetstream().publish(subjects.task_event("completed"), event.encode(),
                                  headers={subjects.MSG_ID_HEADER: event.dedup_id})
     await asyncio.to_thread(wait_until, lambda: task_recorded(bs.db_path, event.task_id), 30,

@@ -4,8 +4,8 @@ It serves, on a free port of 127.0.0.1, what billing calls:
 
 - ``GET /sns/jscode2session`` (mini-program login; errors as HTTP 200 with ``errcode``, ``text/plain``);
 - ``POST /v3/pay/transactions/jsapi``, ``GET /v3/pay/transactions/out-trade-no/{no}?mchid=``,
-  ``POST /v3/pay/transactions/out-trade-no/{no}/close``, ``POST /v3/refund/domestic/refunds`` (Pay v3):
-  every request's
+  ``POST /v3/pay/transactions/out-trade-no/{no}/close``, ``POST /v3/refund/domestic/refunds``,
+  ``GET /v3/refund/domestic/refunds/{out_refund_no}``, ``GET /v3/certificates`` (Pay v3): every request's
   ``Authorization: WECHATPAY2-SHA256-RSA2048 ...`` is verified with the merchant's public key (method,
   path with query, timestamp within 5 minutes, nonce, body), and every 2xx answer is signed with the
   platform key and names the WeChat Pay public key id (public-key mode), as WeChat does.
@@ -15,6 +15,13 @@ mini-program; refused for a closed order) and ``notify()`` builds a notify: the 
 with AES-256-GCM under the APIv3 key, headers signed RSA-SHA256 over ``timestamp\\nnonce\\nbody\\n``.
 ``refund_succeeded()`` completes a refund and ``refund_notify()`` builds its ``REFUND.SUCCESS`` notify
 the same way. Keys are generated per test run.
+
+Two ways WeChat lets a merchant verify it, as in production: public-key mode (the default: responses and
+notifies name the WeChat Pay public key id) or certificate mode (``certificate_mode=True``: they name the
+serial of the newest platform certificate, which ``GET /v3/certificates`` hands out encrypted under the
+APIv3 key); ``rotate_platform_certificate()`` starts signing with a new one, as WeChat does every few years.
+An order's ``time_expire`` is honoured: ``pay()`` refuses an expired order. ``unavailable`` names routes
+that answer 500 (``SYSTEM_ERROR``), for a WeChat that fails at the worst moment.
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ import socket
 import threading
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +45,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.x509 import Certificate, CertificateBuilder, Name, NameAttribute, random_serial_number
+from cryptography.x509.oid import NameOID
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -66,6 +75,16 @@ def rsa_sign(key: rsa.RSAPrivateKey, message: str) -> str:
     return base64.b64encode(key.sign(message.encode(), padding.PKCS1v15(), hashes.SHA256())).decode()
 
 
+def new_certificate(key: rsa.RSAPrivateKey) -> Certificate:
+    """A platform certificate for ``key``, valid from a minute ago for five years (self-signed, as the test
+    needs no CA: billing trusts what the APIv3 key decrypts)."""
+    name = Name([NameAttribute(NameOID.COMMON_NAME, "Tenpay.com Root CA stand-in")])
+    now = datetime.now(UTC)
+    return (CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(random_serial_number()).not_valid_before(now - timedelta(minutes=1))
+            .not_valid_after(now + timedelta(days=5 * 365)).sign(key, hashes.SHA256()))
+
+
 def china_time(at: float) -> str:
     """WeChat's time format, e.g. ``2026-11-28T11:30:00+08:00``."""
     return datetime.fromtimestamp(int(at), CHINA).isoformat()
@@ -74,7 +93,8 @@ def china_time(at: float) -> str:
 class WeChatStandIn:
     """WeChat's login and Pay v3 APIs for one merchant and one mini-program."""
 
-    def __init__(self, *, appid: str = "wx1234567890abcdef", mchid: str = "1900000109") -> None:
+    def __init__(self, *, appid: str = "wx1234567890abcdef", mchid: str = "1900000109",
+                 certificate_mode: bool = False) -> None:
         self.appid = appid
         self.mchid = mchid
         self.app_secret = secrets.token_hex(16)
@@ -83,6 +103,11 @@ class WeChatStandIn:
         self.merchant_serial = secrets.token_hex(20).upper()
         self.platform_key = new_key()
         self.public_key_id = f"PUB_KEY_ID_{secrets.randbelow(10**20):020d}"
+        self.certificate_mode = certificate_mode
+        #: Platform certificates handed out by ``GET /v3/certificates``, newest last: it signs.
+        self.certificates: list[Certificate] = [new_certificate(self.platform_key)]
+        #: Route names (``refund``, ``query``, ...) that answer 500 SYSTEM_ERROR until removed.
+        self.unavailable: set[str] = set()
         self.codes: dict[str, str] = {}
         self.used_codes: set[str] = set()
         self.orders: dict[str, dict[str, Any]] = {}
@@ -132,11 +157,26 @@ class WeChatStandIn:
         key_file.write_text(private_pem(self.merchant_key))
         pub_file = secrets_dir / "pub_key.pem"
         pub_file.write_text(public_pem(self.platform_key))
-        return {"WECHAT_APPID": self.appid, "WECHAT_MCHID": self.mchid, "WECHAT_APP_SECRET": self.app_secret,
-                "WECHAT_APIV3_KEY": self.apiv3_key, "WECHAT_PRIVATE_KEY_FILE": str(key_file),
-                "WECHAT_CERT_SERIAL_NO": self.merchant_serial, "WECHAT_PAY_PUBLIC_KEY_FILE": str(pub_file),
-                "WECHAT_PAY_PUBLIC_KEY_ID": self.public_key_id, "WECHAT_NOTIFY_URL": notify_url,
-                "WECHAT_PAY_API": self.url, "WECHAT_LOGIN_API": self.url}
+        env = {"WECHAT_APPID": self.appid, "WECHAT_MCHID": self.mchid, "WECHAT_APP_SECRET": self.app_secret,
+               "WECHAT_APIV3_KEY": self.apiv3_key, "WECHAT_PRIVATE_KEY_FILE": str(key_file),
+               "WECHAT_CERT_SERIAL_NO": self.merchant_serial, "WECHAT_NOTIFY_URL": notify_url,
+               "WECHAT_PAY_API": self.url, "WECHAT_LOGIN_API": self.url}
+        if self.certificate_mode:  # billing downloads the platform certificates into this folder
+            return env | {"WECHAT_CERT_DIR": str(secrets_dir / "platform-certificates")}
+        return env | {"WECHAT_PAY_PUBLIC_KEY_FILE": str(pub_file), "WECHAT_PAY_PUBLIC_KEY_ID": self.public_key_id}
+
+    @property
+    def serial(self) -> str:
+        """What ``Wechatpay-Serial`` names: the public key id, or the signing certificate's serial (hex)."""
+        return format(self.certificates[-1].serial_number, "X") if self.certificate_mode else self.public_key_id
+
+    def rotate_platform_certificate(self) -> str:
+        """WeChat starts signing with a new platform key and certificate (the old one is still listed, as during
+        a real rotation). Returns the new serial."""
+        with self._lock:
+            self.platform_key = new_key()
+            self.certificates.append(new_certificate(self.platform_key))
+        return self.serial
 
     # --- WeChat's side of the story -------------------------------------------------------------
     def login_code(self, openid: str) -> str:
@@ -148,10 +188,14 @@ class WeChatStandIn:
 
     def pay(self, out_trade_no: str) -> dict[str, Any]:
         """The user paid in the mini-program: the order becomes SUCCESS. Returns the transaction."""
+        now = time.time()
         with self._lock:
             order = self.orders[out_trade_no]
             if order["trade_state"] == "CLOSED":
                 raise ValueError(f"order {out_trade_no} is closed: WeChat does not take a payment for it")
+            expires = order.get("time_expire")
+            if order["trade_state"] != "SUCCESS" and expires and datetime.fromisoformat(expires).timestamp() < now:
+                raise ValueError(f"order {out_trade_no} expired at {expires}: WeChat does not take a payment for it")
             if order["trade_state"] != "SUCCESS":
                 order.update(trade_state="SUCCESS", trade_state_desc="支付成功", success_at=int(time.time()),
                              transaction_id=f"4200{secrets.randbelow(10**24):024d}")
@@ -220,7 +264,7 @@ class WeChatStandIn:
         ts, nonce = str(timestamp if timestamp is not None else int(time.time())), secrets.token_hex(16)
         return {"Wechatpay-Timestamp": ts, "Wechatpay-Nonce": nonce,
                 "Wechatpay-Signature": rsa_sign(key or self.platform_key, f"{ts}\n{nonce}\n{body}\n"),
-                "Wechatpay-Serial": self.public_key_id, "Wechatpay-Signature-Type": SIGNATURE_TYPE}
+                "Wechatpay-Serial": self.serial, "Wechatpay-Signature-Type": SIGNATURE_TYPE}
 
     def _signed(self, payload: dict[str, Any], status: int = 200) -> Response:
         body = json.dumps(payload, ensure_ascii=False)
@@ -252,6 +296,9 @@ class WeChatStandIn:
 
     async def _authorized(self, request: Request) -> tuple[bytes, Response | None]:
         body = await request.body()
+        name = getattr(request.scope.get("endpoint"), "__name__", "")
+        if name in self.unavailable:
+            return body, self._error(500, "SYSTEM_ERROR", "系统错误")
         why = self._check_authorization(request, body)
         if why is not None:
             self.auth_failures.append(f"{request.method} {request.url.path}: {why}")
@@ -303,7 +350,7 @@ class WeChatStandIn:
                     known = self.orders[no] = {
                         "appid": self.appid, "mchid": self.mchid, "openid": openid, "total": total,
                         "description": data.get("description"), "notify_url": data["notify_url"],
-                        "trade_state": "NOTPAY", "trade_state_desc": "未支付",
+                        "time_expire": data.get("time_expire"), "trade_state": "NOTPAY", "trade_state_desc": "未支付",
                         "prepay_id": f"wx{secrets.token_hex(15)}"}
             return self._signed({"prepay_id": known["prepay_id"]})
 
@@ -356,13 +403,38 @@ class WeChatStandIn:
                         "out_trade_no": no, "transaction_id": order["transaction_id"], "total": order["total"],
                         "refund": amount["refund"], "notify_url": data["notify_url"], "status": "PROCESSING",
                         "refund_id": f"5030{secrets.randbelow(10**24):024d}", "created_at": int(time.time())}
-                r = dict(known)
-            return self._signed({
-                "refund_id": r["refund_id"], "out_refund_no": out_refund_no, "transaction_id": r["transaction_id"],
-                "out_trade_no": no, "channel": "ORIGINAL", "user_received_account": "支付用户零钱",
-                "create_time": china_time(r["created_at"]), "status": r["status"], "funds_account": "AVAILABLE",
-                "amount": {"total": r["total"], "refund": r["refund"], "payer_total": r["total"],
-                           "payer_refund": r["refund"], "currency": "CNY"}})
+            return self._signed(self._refund_record(out_refund_no))
+
+        async def query_refund(request: Request) -> Response:
+            _, refused = await self._authorized(request)
+            if refused:
+                return refused
+            if request.path_params["no"] not in self.refunds:
+                return self._error(404, "RESOURCE_NOT_EXISTS", "退款单不存在")
+            return self._signed(self._refund_record(request.path_params["no"]))
+
+        async def certificates(request: Request) -> Response:
+            _, refused = await self._authorized(request)
+            if refused:
+                return refused
+            with self._lock:
+                held = list(self.certificates)
+            data = []
+            for cert in held:
+                nonce = secrets.token_hex(6)
+                pem = cert.public_bytes(serialization.Encoding.PEM)
+                data.append({"serial_no": format(cert.serial_number, "X"),
+                             "effective_time": china_time(cert.not_valid_before_utc.timestamp()),
+                             "expire_time": china_time(cert.not_valid_after_utc.timestamp()),
+                             "encrypt_certificate": {
+                                 "algorithm": "AEAD_AES_256_GCM", "nonce": nonce, "associated_data": "certificate",
+                                 "ciphertext": base64.b64encode(AESGCM(self.apiv3_key.encode()).encrypt(
+                                     nonce.encode(), pem, b"certificate")).decode()}})
+            # Signed with the newest platform certificate, as WeChat signs every answer (whatever the mode).
+            body = json.dumps({"data": data})
+            headers = self._signed_headers(body)
+            headers["Wechatpay-Serial"] = format(held[-1].serial_number, "X")
+            return Response(body, media_type="application/json", headers=headers)
 
         return Starlette(routes=[
             Route("/sns/jscode2session", jscode2session),
@@ -370,4 +442,20 @@ class WeChatStandIn:
             Route("/v3/pay/transactions/out-trade-no/{no}", query),
             Route("/v3/pay/transactions/out-trade-no/{no}/close", close, methods=["POST"]),
             Route("/v3/refund/domestic/refunds", refund, methods=["POST"]),
+            Route("/v3/refund/domestic/refunds/{no}", query_refund),
+            Route("/v3/certificates", certificates),
         ])
+
+    def _refund_record(self, out_refund_no: str) -> dict[str, Any]:
+        """A refund as WeChat's refund and refund-query answers describe it."""
+        with self._lock:
+            r = dict(self.refunds[out_refund_no])
+        record: dict[str, Any] = {
+            "refund_id": r["refund_id"], "out_refund_no": out_refund_no, "transaction_id": r["transaction_id"],
+            "out_trade_no": r["out_trade_no"], "channel": "ORIGINAL", "user_received_account": "支付用户零钱",
+            "create_time": china_time(r["created_at"]), "status": r["status"], "funds_account": "AVAILABLE",
+            "amount": {"total": r["total"], "refund": r["refund"], "payer_total": r["total"],
+                       "payer_refund": r["refund"], "currency": "CNY"}}
+        if r["status"] == "SUCCESS":
+            record["success_time"] = china_time(r["success_at"])
+        return record

@@ -1,0 +1,243 @@
+"""A stolen credential does its role's job and nothing else: each role's real credential, over TLS,
+tries what an attacker would on the bus, and every attempt is refused with the streams unchanged.
+
+(Forged facts that a role *may* publish are refused by billing: tests/billing/test_stolen_credentials.py;
+S3: test_s3_scope.py; presigned uploads: test_presigned.py.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from nats.aio.client import Client
+
+import nats
+from bus import subjects
+from bus.billing import FACTS
+from bus.permissions import BILLING, EDGE, ENHANCER
+from photoenhance import credentials, nats_jwt
+from photoenhance.servers import EmbeddedNats, connect_options
+
+from .support import Stack
+
+STREAMS = (subjects.JOBS_STREAM, subjects.EVENTS_STREAM, f"KV_{subjects.TASKS_BUCKET}",
+           f"KV_{subjects.ENHANCERS_BUCKET}")
+CONSUMERS = ((subjects.JOBS_STREAM, subjects.JOBS_CONSUMER), (subjects.EVENTS_STREAM, subjects.LEDGER_CONSUMER))
+#: Each role's credential as the services use it, and a GPU host's own (minted like the CLI does).
+ROLES = {EDGE: "edge", BILLING: "billing", ENHANCER: "gpu-thief"}
+
+
+class Attacker:
+    """A connection with one stolen credential that records what the server refused."""
+
+    def __init__(self, nc: Client, refused: list[str]) -> None:
+        self.nc = nc
+        self.refused = refused
+
+    async def was_refused(self, what: str) -> None:
+        """The server answered ``what`` with a permissions violation (it does so asynchronously)."""
+        await self.nc.flush()
+        for _ in range(100):
+            if any(what.lower() in r.lower() for r in self.refused):
+                return
+            await asyncio.sleep(0.02)
+        raise AssertionError(f"not refused: {what} (refusals: {self.refused})")
+
+
+async def _attacker(server: EmbeddedNats, role: str) -> Attacker:
+    refused: list[str] = []
+
+    async def on_error(e: Exception) -> None:
+        if "permissions violation" in str(e).lower():
+            refused.append(str(e))
+
+    nc = await nats.connect(**server.connect_options(ROLES[role], role), error_cb=on_error, allow_reconnect=False)
+    return Attacker(nc, refused)
+
+
+@pytest.fixture
+async def attackers(stack: Stack) -> AsyncIterator[dict[str, Attacker]]:
+    made = {role: await _attacker(stack.nats, role) for role in ROLES}
+    try:
+        yield made
+    finally:
+        for a in made.values():
+            await a.nc.close()
+
+
+async def _streams(admin_nc: Client) -> dict[str, tuple[object, ...]]:
+    """Each stream's creation time, and its (messages, first sequence) where only services write: a delete
+    or a purge changes one of them. (Heartbeats move the presence bucket's first sequence on their own.)"""
+    js = admin_nc.jetstream()
+    out: dict[str, tuple[object, ...]] = {}
+    for name in STREAMS:
+        info = await js.stream_info(name)
+        out[name] = (info.created,) if name == f"KV_{subjects.ENHANCERS_BUCKET}" else (
+            info.created, info.state.messages, info.state.first_seq)
+    for stream, consumer in CONSUMERS:
+        out[f"{stream}/{consumer}"] = ((await js.consumer_info(stream, consumer)).created,)
+    return out
+
+
+DESTRUCTIVE = [
+    *(f"$JS.API.STREAM.DELETE.{s}" for s in STREAMS),
+    *(f"$JS.API.STREAM.PURGE.{s}" for s in STREAMS),
+    *(f"$JS.API.CONSUMER.DELETE.{s}.{c}" for s, c in CONSUMERS),
+    "$JS.API.STREAM.CREATE.STOLEN",
+    f"$JS.API.STREAM.UPDATE.{subjects.EVENTS_STREAM}",
+    f"$JS.API.STREAM.MSG.DELETE.{subjects.EVENTS_STREAM}",
+]
+
+
+@pytest.mark.parametrize("role", list(ROLES))
+async def test_no_role_can_delete_purge_or_create_streams_and_consumers(
+        attackers: dict[str, Attacker], admin_nc: Client, role: str) -> None:
+    before = await _streams(admin_nc)
+    attacker = attackers[role]
+    for api in DESTRUCTIVE:
+        with pytest.raises(nats.errors.TimeoutError):  # refused: no JetStream answer ever comes
+            await attacker.nc.request(api, json.dumps({"name": "STOLEN", "subjects": ["stolen.>"]}).encode(),
+                                      timeout=0.5)
+        await attacker.was_refused(api)
+    assert await _streams(admin_nc) == before
+
+
+OTHERS_TRAFFIC = {
+    # Replies to other roles (sign-in answers carry session tokens), every request, every fact.
+    EDGE: ["_INBOX.>", "_INBOX.billing.>", "_INBOX.gpu-thief.>", "pe.billing.>", "pe.events.>", "pe.jobs.>", ">"],
+    BILLING: ["_INBOX.>", "_INBOX.edge.>", "pe.jobs.>", "pe.progress.>", "$KV.>", ">"],
+    ENHANCER: ["_INBOX.>", "_INBOX.edge.>", "_INBOX.billing.>", "pe.billing.>", "pe.events.>", "$KV.>", ">"],
+}
+
+
+@pytest.mark.parametrize("role", list(ROLES))
+async def test_no_role_can_read_another_roles_traffic(attackers: dict[str, Attacker], role: str) -> None:
+    attacker = attackers[role]
+    for subject in OTHERS_TRAFFIC[role]:
+        await attacker.nc.subscribe(subject)
+        await attacker.was_refused(f'subscription to "{subject}"')
+
+
+@pytest.mark.parametrize("role", [EDGE, ENHANCER])
+async def test_no_role_but_billing_can_read_or_publish_facts_by_jetstream(
+        attackers: dict[str, Attacker], admin_nc: Client, role: str) -> None:
+    before = await _streams(admin_nc)
+    attacker = attackers[role]
+    # A consumer on the facts stream would hand over every payment.
+    api = f"$JS.API.CONSUMER.CREATE.{subjects.EVENTS_STREAM}"
+    with pytest.raises(nats.errors.TimeoutError):
+        await attacker.nc.request(api, b"{}", timeout=0.5)
+    await attacker.was_refused(api)
+    for fact in FACTS.values():
+        await attacker.nc.publish(subjects.billing_event(fact.KIND), b"forged")
+        await attacker.was_refused(subjects.billing_event(fact.KIND))
+    assert await _streams(admin_nc) == before
+
+
+async def test_an_enhancer_cannot_queue_jobs_or_speak_for_another_worker(attackers: dict[str, Attacker],
+                                                                         admin_nc: Client) -> None:
+    before = await _streams(admin_nc)
+    thief = attackers[ENHANCER]
+    for subject in (subjects.JOBS_SUBJECT, f"$KV.{subjects.ENHANCERS_BUCKET}.enhancer-1",
+                    f"$KV.{subjects.ENHANCERS_BUCKET}.gpu-thiefx", "$SRV.PING.billing", "pe.billing.pay.create",
+                    subjects.task_event("credits_granted")):
+        await thief.nc.publish(subject, b"forged")
+        await thief.was_refused(subject)
+    assert await _streams(admin_nc) == before
+
+
+async def test_billing_and_the_edge_cannot_report_work_done(attackers: dict[str, Attacker]) -> None:
+    for role in (EDGE, BILLING):
+        for kind in ("completed", "failed"):
+            await attackers[role].nc.publish(subjects.task_event(kind), b"forged")
+            await attackers[role].was_refused(subjects.task_event(kind))
+
+
+def _cli(*args: str) -> str:
+    proc = subprocess.run([sys.executable, "-m", "photoenhance", *args], capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+async def test_a_revoked_gpu_host_is_cut_off_at_once_and_cannot_come_back(stack: Stack, tmp_path: Path) -> None:
+    identity = str(stack.nats.identity.directory)
+    await asyncio.to_thread(_cli, "credentials", "create", "enhancer", "revoked-host", "--out",
+                            str(tmp_path / "host.env"), "--identity", identity, "--nats-url", stack.nats.url)
+    settings = credentials.load_env_file(tmp_path / "host.env")
+    assert settings["ENHANCER_ID"] == "revoked-host" and Path(settings["NATS_CREDS"]).parent == tmp_path
+    closed = asyncio.Event()
+
+    async def on_closed() -> None:
+        closed.set()
+
+    # Connect exactly as `photoenhance enhancer --env-file` on the GPU host would.
+    nc = await nats.connect(**connect_options(settings), closed_cb=on_closed, max_reconnect_attempts=3,
+                            reconnect_time_wait=0.2)
+    assert nc.is_connected
+    await asyncio.to_thread(_cli, "credentials", "revoke", "revoked-host", "--identity", identity,
+                            "--nats-url", stack.nats.url)
+    await asyncio.wait_for(closed.wait(), 10)  # dropped by the server, and its reconnects refused
+    with pytest.raises((nats.errors.Error, OSError)):
+        await nats.connect(**connect_options(settings), allow_reconnect=False, max_reconnect_attempts=0,
+                           connect_timeout=3)
+    listed = await asyncio.to_thread(_cli, "credentials", "list", "--identity", identity)
+    assert any(line.split()[:3] == ["revoked-host", "enhancer", "revoked"] for line in listed.splitlines())
+    # Nobody else was touched: the session's enhancer still beats and is listed healthy.
+    info = (await asyncio.to_thread(httpx.get, f"{stack.url}/api/v1/info", timeout=10)).json()
+    assert any(e["id"] == "enhancer-1" and e["status"] == "healthy" for e in info["enhancers"])
+
+
+def _raw_hello(port: int, send: bytes) -> bytes:
+    """What the server answers a client that speaks plain text on its client port."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        info = s.recv(4096)
+        s.sendall(send)
+        rest = b""
+        try:
+            while chunk := s.recv(4096):
+                rest += chunk
+        except (TimeoutError, ConnectionResetError):
+            pass
+    return info + rest
+
+
+def test_plain_text_clients_are_refused(nats_server: EmbeddedNats) -> None:
+    answer = _raw_hello(nats_server.port, b'CONNECT {"verbose":false}\r\nPING\r\n')
+    assert b'"tls_required":true' in answer
+    assert b"PONG" not in answer
+
+
+async def _refused(options: dict[str, object]) -> bool:
+    """The server would not let a client with ``options`` in (nats-py may report it after ``connect``)."""
+    try:
+        nc = await nats.connect(**options, allow_reconnect=False, max_reconnect_attempts=0, connect_timeout=3)
+    except (nats.errors.Error, OSError):
+        return True
+    try:
+        await nc.flush(timeout=3)
+        return not nc.is_connected
+    except (nats.errors.Error, OSError):
+        return True
+    finally:
+        await nc.close()
+
+
+async def test_a_client_without_a_credential_or_with_a_forged_one_is_refused(nats_server: EmbeddedNats,
+                                                                            tmp_path: Path) -> None:
+    options = nats_server.connect_options("admin")
+    assert not await _refused(options)  # the real admin credential is let in
+    assert await _refused({k: v for k, v in options.items() if k != "user_credentials"})
+    # A user JWT signed by a key of its own, not by our account: the server trusts only our operator.
+    rogue_account, user = nats_jwt.KeyPair.create(nats_jwt.ACCOUNT), nats_jwt.KeyPair.create(nats_jwt.USER)
+    forged = tmp_path / "forged.creds"
+    forged.write_text(nats_jwt.creds(nats_jwt.user_jwt(rogue_account, user.public, "admin", None), user.seed))
+    assert await _refused({**options, "user_credentials": str(forged)})

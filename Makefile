@@ -11,7 +11,7 @@ WEB_STAMP := web/node_modules/.installed
 NPM := PATH="$$(cat $(abspath $(NODE_STAMP)))$$PATH" npm
 WEB_SRC   := $(shell find web/src web/public -type f 2>/dev/null) $(wildcard web/index.html web/*.ts web/*.json)
 
-.PHONY: install system-run system-test web run test lint bench clean
+.PHONY: install system-run system-test web web-types run test lint bench clean
 
 system-run:
 	@sh .ci/system-packages run
@@ -52,13 +52,21 @@ web/dist/index.html: $(WEB_STAMP) $(WEB_SRC)
 
 web: web/dist/index.html
 
+# The page's API types, generated from the edge's OpenAPI document (built from the app object: no server).
+# Run after changing the JSON of a route; tests/test_openapi_types.py fails while the file is stale.
+API_TYPES := web/src/lib/api-types.ts
+web-types: $(STAMP) $(WEB_STAMP)
+	doc=$$(mktemp --suffix=.json) && trap 'rm -f "$$doc"' EXIT && $(BIN)/python -m edge.openapi "$$doc" && \
+	  cd web && $(NPM) exec --no -- openapi-typescript "$$doc" --output $(abspath $(API_TYPES))
+
 ## Run the whole service on embedded defaults at http://127.0.0.1:$(PORT) (Ctrl-C stops it).
 run: system-run install web
 	$(BIN)/photoenhance up --port $(PORT)
 
-## Lint, the page's unit tests, then the whole test suite (real nats-server, S3 server and chromium).
+## Lint, the page's lint and unit tests, then the whole test suite (real nats-server, S3 server and chromium).
 test: system-test install web
 	$(BIN)/ruff check .
+	cd web && $(NPM) run lint --silent
 	cd web && $(NPM) test --silent
 	$(BIN)/python -m pytest
 

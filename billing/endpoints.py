@@ -1,4 +1,5 @@
-"""Billing's ``nats.micro`` service: one endpoint per bridged route, in the ``billing`` queue group.
+"""Billing's ``nats.micro`` service: one endpoint per subject in ``routes`` (each a room's method), in the
+``billing`` queue group.
 
 ``nats.micro`` runs an endpoint's handler inline, one request at a time per process; a sign-in or
 a prepay waits on WeChat for up to seconds, so each request runs in its own task instead (tracked,
@@ -16,7 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from nats.aio.client import Client
@@ -40,21 +42,53 @@ from bus.billing import (
 from bus.codec import SchemaError
 from bus.schemas import Message
 
-from .api import BillingApi, describe_error
 from .errors import BillingError, NotifyRejected
+from .rooms import Rooms
 
 log = logging.getLogger(__name__)
 
-#: A ``BillingApi`` method: a request message in, a reply message out (or ``BillingError``).
-Method = Callable[[Any], Awaitable[Message]]
+#: A room's method: a request message in, a reply message out (or ``BillingError``).
+Handler = Callable[[Any], Awaitable[Message]]
+
+
+@dataclass(frozen=True)
+class Route:
+    """What answers one subject: the ``nats.micro`` endpoint's name, the request type and the handler."""
+
+    name: str
+    request: type[Message]
+    handler: Handler
+
+
+def routes(rooms: Rooms) -> dict[str, Route]:
+    """The one table of what billing answers: subject → route."""
+    return {
+        subjects.BILLING_AUTH_OPENID: Route("auth_openid", OpenidRequest, rooms.sessions.sign_in),
+        subjects.BILLING_PAY_CREATE: Route("pay_create", PayCreateRequest, rooms.orders.create),
+        subjects.BILLING_PAY_NOTIFY: Route("pay_notify", NotifyRequest, rooms.orders.notify),
+        subjects.BILLING_PAY_QUERY: Route("pay_query", OrderQueryRequest, rooms.orders.query),
+        subjects.BILLING_PAY_ORDERS: Route("pay_orders", SessionRequest, rooms.accounts.orders),
+        subjects.BILLING_PAY_STATS: Route("pay_stats", StatsRequest, rooms.accounts.stats),
+        subjects.BILLING_ACCOUNT: Route("account", SessionRequest, rooms.accounts.account),
+        subjects.BILLING_USE_RESERVE: Route("use_reserve", UseRequest, rooms.uses.reserve),
+        subjects.BILLING_USE_RELEASE: Route("use_release", UseReleaseRequest, rooms.uses.release),
+        subjects.BILLING_PAY_CLOSE: Route("pay_close", OrderCloseRequest, rooms.orders.close),
+        subjects.BILLING_PAY_REFUND: Route("pay_refund", RefundRequest, rooms.refunds.refund),
+        subjects.BILLING_PAY_REFUND_NOTIFY: Route("pay_refund_notify", NotifyRequest, rooms.refunds.notify),
+    }
+
+
+def describe_error(e: BillingError) -> str:
+    """Service-error descriptions travel in a NATS header: one line."""
+    return " ".join(e.message.split())
 
 
 class Endpoints:
     """Starts the micro service; ``stop()`` stops taking requests and waits for those in flight."""
 
-    def __init__(self, nc: Client, api: BillingApi) -> None:
+    def __init__(self, nc: Client, table: Mapping[str, Route]) -> None:
         self.nc = nc
-        self.api = api
+        self.table = table
         self.service: Service | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -62,22 +96,8 @@ class Endpoints:
         self.service = await add_service(
             self.nc, name=subjects.BILLING_SERVICE, version=__version__, queue_group=subjects.BILLING_QUEUE,
             description="PhotoEnhanceAI billing: WeChat sign-in and payments, credits ledger")
-        routes: list[tuple[str, str, type[Message], Method]] = [
-            ("auth_openid", subjects.BILLING_AUTH_OPENID, OpenidRequest, self.api.sign_in),
-            ("pay_create", subjects.BILLING_PAY_CREATE, PayCreateRequest, self.api.create),
-            ("pay_notify", subjects.BILLING_PAY_NOTIFY, NotifyRequest, self.api.notify),
-            ("pay_query", subjects.BILLING_PAY_QUERY, OrderQueryRequest, self.api.query),
-            ("pay_orders", subjects.BILLING_PAY_ORDERS, SessionRequest, self.api.orders),
-            ("pay_stats", subjects.BILLING_PAY_STATS, StatsRequest, self.api.stats),
-            ("account", subjects.BILLING_ACCOUNT, SessionRequest, self.api.account),
-            ("use_reserve", subjects.BILLING_USE_RESERVE, UseRequest, self.api.reserve),
-            ("use_release", subjects.BILLING_USE_RELEASE, UseReleaseRequest, self.api.release),
-            ("pay_close", subjects.BILLING_PAY_CLOSE, OrderCloseRequest, self.api.close),
-            ("pay_refund", subjects.BILLING_PAY_REFUND, RefundRequest, self.api.refund),
-            ("pay_refund_notify", subjects.BILLING_PAY_REFUND_NOTIFY, NotifyRequest, self.api.refund_notify),
-        ]
-        for name, subject, request_type, method in routes:
-            await self.service.add_endpoint(name=name, subject=subject, handler=self._spawn(request_type, method))
+        for subject, route in self.table.items():
+            await self.service.add_endpoint(name=route.name, subject=subject, handler=self._spawn(route))
 
     async def stop(self, timeout: float = 20.0) -> None:
         """Stop taking requests without dropping one, answer those in hand; give up on any still running
@@ -95,23 +115,21 @@ class Endpoints:
                     task.cancel()
                 await asyncio.gather(*pending, return_exceptions=True)
 
-    def _spawn(self, request_type: type[Message],
-               method: Method) -> Callable[[Request], Awaitable[None]]:
+    def _spawn(self, route: Route) -> Callable[[Request], Awaitable[None]]:
         async def handler(req: Request) -> None:
-            task = asyncio.create_task(self._answer(req, request_type, method))
+            task = asyncio.create_task(self._answer(req, route))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
         return handler
 
-    async def _answer(self, req: Request, request_type: type[Message],
-                      method: Method) -> None:
+    async def _answer(self, req: Request, route: Route) -> None:
         try:
             try:
-                message = request_type.decode(req.data, subject=req.subject)
+                message = route.request.decode(req.data, subject=req.subject)
             except SchemaError as e:
                 raise BillingError(400, f"Malformed request: {e}") from e
-            reply = await method(message)
+            reply = await route.handler(message)
             await req.respond(reply.encode(), headers={subjects.TYPE_HEADER: reply.TYPE})
         except BillingError as e:
             if e.status >= 500 or isinstance(e, NotifyRejected):  # a forged notify is worth an operator's look

@@ -12,13 +12,20 @@ gives it back. Only a reservation moves money: a task fact names no payer billin
 
 Close and refund: ``order_closed`` makes a pending order CLOSED; ``refund_requested`` records the
 (one, full) refund of an order; ``order_refunded`` makes it REFUNDED; ``credits_revoked`` subtracts
-exactly what billing decided to take back (see ``BillingApi.apply_refund``). Balances never go below zero.
+exactly what billing decided to take back (see ``Refunds.apply``). Balances never go below zero.
+
+Rows come back as small frozen dataclasses (``Order``, ``RefundRecord``, ``Account``, ``UseRecord``,
+``Stats`` of ``DaySales``), never as tuples read by index (``snapshot`` alone gives raw rows: it exists to
+compare two ledgers). A billing fact's effects are found through ``EFFECTS``
+(fact type → method), so adding a fact kind is one method and one table entry, and a test checks the
+table covers every kind.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -154,9 +161,48 @@ class Order:
     prepay_id: str | None
 
 
+@dataclass(frozen=True)
+class Account:
+    """A user's balance: credits bought and not yet charged or revoked, and the end of unlimited use."""
+
+    credits: int = 0
+    unlimited_until: float = 0.0
+
+
+@dataclass(frozen=True)
+class UseRecord:
+    """One task's use: who pays, how (``use``), and where it stands (reserved, charged, released)."""
+
+    task_id: str
+    openid: str
+    use: str
+    status: str
+    day: str  # China-time day of the reservation
+    reserved_at: float
+    settled_at: float | None
+
+
+@dataclass(frozen=True)
+class DaySales:
+    """Paid orders and their amount (fen) on one China-time day."""
+
+    day: str
+    orders: int
+    amount: int
+
+
+@dataclass(frozen=True)
+class Stats:
+    """Orders by status (all time), and sales per day, newest first."""
+
+    by_status: dict[str, int]
+    by_day: list[DaySales]
+
+
 _ORDER_COLUMNS = ("out_trade_no, openid, product, amount, credits, unlimited_days, status, "
                   "created_at, paid_at, transaction_id, expires_at, prepay_id")
 _REFUND_COLUMNS = "out_trade_no, out_refund_no, amount, status, requested_at, refund_id, refunded_at"
+_USE_COLUMNS = "task_id, openid, use, status, day, reserved_at, settled_at"
 
 
 class Ledger:
@@ -230,67 +276,74 @@ class Ledger:
                 if cur.rowcount != 1:
                     await self.db.rollback()
                     return False
-                await self._effects(fact)
+                await EFFECTS[type(fact)](self, fact)
                 await self.db.commit()
                 return True
             except BaseException:
                 await self.db.rollback()
                 raise
 
-    async def _effects(self, fact: BillingFact) -> None:
-        if isinstance(fact, OrderCreated):
-            await self.db.execute(
-                "INSERT OR IGNORE INTO orders (out_trade_no, openid, product, amount, credits, unlimited_days, status, "
-                "created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (fact.out_trade_no, fact.openid, fact.product, fact.amount, fact.credits, fact.unlimited_days,
-                 PENDING, fact.at, fact.expires_at or None))
-        elif isinstance(fact, OrderPaid):
-            await self.db.execute(
-                "UPDATE orders SET status = ?, paid_at = ?, transaction_id = ? WHERE out_trade_no = ? AND status = ?",
-                (PAID, fact.at, fact.transaction_id, fact.out_trade_no, PENDING))
-        elif isinstance(fact, CreditsGranted):
-            await self.db.execute("INSERT OR IGNORE INTO accounts (openid) VALUES (?)", (fact.openid,))
-            # Unlimited time extends from the later of now-at-purchase and what is left: deterministic on replay.
-            await self.db.execute(
-                "UPDATE accounts SET credits = credits + ?, unlimited_until = CASE WHEN ? > 0 "
-                "THEN MAX(unlimited_until, ?) + ? ELSE unlimited_until END WHERE openid = ?",
-                (fact.credits, fact.unlimited_days, fact.at, fact.unlimited_days * DAY, fact.openid))
-            await self.db.execute(
-                "INSERT INTO credit_history (fact_id, openid, credits, unlimited_days, reason, ref, at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (fact.dedup_id, fact.openid, fact.credits, fact.unlimited_days, fact.reason, fact.out_trade_no,
-                 fact.at))
-        elif isinstance(fact, OrderClosed):
-            await self.db.execute("UPDATE orders SET status = ? WHERE out_trade_no = ? AND status = ?",
-                                  (CLOSED, fact.out_trade_no, PENDING))
-        elif isinstance(fact, RefundRequested):
-            await self.db.execute(
-                "INSERT OR IGNORE INTO refunds (out_trade_no, out_refund_no, amount, status, requested_at) "
-                "VALUES (?, ?, ?, ?, ?)", (fact.out_trade_no, fact.out_refund_no, fact.amount, "PROCESSING", fact.at))
-        elif isinstance(fact, OrderRefunded):
-            await self.db.execute("UPDATE orders SET status = ? WHERE out_trade_no = ? AND status = ?",
-                                  (REFUNDED, fact.out_trade_no, PAID))
-            await self.db.execute("UPDATE refunds SET status = ?, refund_id = ?, refunded_at = ? "
-                                  "WHERE out_trade_no = ?", ("SUCCESS", fact.refund_id, fact.at, fact.out_trade_no))
-        elif isinstance(fact, CreditsRevoked):
-            await self.db.execute("INSERT OR IGNORE INTO accounts (openid) VALUES (?)", (fact.openid,))
-            # The amount was decided by billing (see BillingApi.revocation); MAX only guards the invariant.
-            await self.db.execute(
-                "UPDATE accounts SET credits = MAX(0, credits - ?), unlimited_until = unlimited_until - ? "
-                "WHERE openid = ?", (fact.credits, fact.unlimited_days * DAY, fact.openid))
-            await self.db.execute(
-                "INSERT INTO credit_history (fact_id, openid, credits, unlimited_days, reason, ref, at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (fact.dedup_id, fact.openid, -fact.credits, -fact.unlimited_days, fact.reason, fact.out_trade_no,
-                 fact.at))
-        elif isinstance(fact, UseReserved):
-            await self.db.execute("INSERT OR IGNORE INTO accounts (openid) VALUES (?)", (fact.openid,))
-            await self.db.execute(
-                "INSERT OR IGNORE INTO uses (task_id, openid, use, status, day, reserved_at) VALUES (?, ?, ?, ?, ?, ?)",
-                (fact.task_id, fact.openid, fact.use, RESERVED, china_day(fact.at), fact.at))
-        elif isinstance(fact, UseReleased):
-            await self.db.execute("UPDATE uses SET status = ?, settled_at = ? WHERE task_id = ? AND status = ?",
-                                  (RELEASED, fact.at, fact.task_id, RESERVED))
+    async def _order_created(self, fact: OrderCreated) -> None:
+        await self.db.execute(
+            "INSERT OR IGNORE INTO orders (out_trade_no, openid, product, amount, credits, unlimited_days, status, "
+            "created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (fact.out_trade_no, fact.openid, fact.product, fact.amount, fact.credits, fact.unlimited_days,
+             PENDING, fact.at, fact.expires_at or None))
+
+    async def _order_paid(self, fact: OrderPaid) -> None:
+        await self.db.execute(
+            "UPDATE orders SET status = ?, paid_at = ?, transaction_id = ? WHERE out_trade_no = ? AND status = ?",
+            (PAID, fact.at, fact.transaction_id, fact.out_trade_no, PENDING))
+
+    async def _credits_granted(self, fact: CreditsGranted) -> None:
+        await self.db.execute("INSERT OR IGNORE INTO accounts (openid) VALUES (?)", (fact.openid,))
+        # Unlimited time extends from the later of now-at-purchase and what is left: deterministic on replay.
+        await self.db.execute(
+            "UPDATE accounts SET credits = credits + ?, unlimited_until = CASE WHEN ? > 0 "
+            "THEN MAX(unlimited_until, ?) + ? ELSE unlimited_until END WHERE openid = ?",
+            (fact.credits, fact.unlimited_days, fact.at, fact.unlimited_days * DAY, fact.openid))
+        await self.db.execute(
+            "INSERT INTO credit_history (fact_id, openid, credits, unlimited_days, reason, ref, at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (fact.dedup_id, fact.openid, fact.credits, fact.unlimited_days, fact.reason, fact.out_trade_no,
+             fact.at))
+
+    async def _order_closed(self, fact: OrderClosed) -> None:
+        await self.db.execute("UPDATE orders SET status = ? WHERE out_trade_no = ? AND status = ?",
+                              (CLOSED, fact.out_trade_no, PENDING))
+
+    async def _refund_requested(self, fact: RefundRequested) -> None:
+        await self.db.execute(
+            "INSERT OR IGNORE INTO refunds (out_trade_no, out_refund_no, amount, status, requested_at) "
+            "VALUES (?, ?, ?, ?, ?)", (fact.out_trade_no, fact.out_refund_no, fact.amount, "PROCESSING", fact.at))
+
+    async def _order_refunded(self, fact: OrderRefunded) -> None:
+        await self.db.execute("UPDATE orders SET status = ? WHERE out_trade_no = ? AND status = ?",
+                              (REFUNDED, fact.out_trade_no, PAID))
+        await self.db.execute("UPDATE refunds SET status = ?, refund_id = ?, refunded_at = ? "
+                              "WHERE out_trade_no = ?", ("SUCCESS", fact.refund_id, fact.at, fact.out_trade_no))
+
+    async def _credits_revoked(self, fact: CreditsRevoked) -> None:
+        await self.db.execute("INSERT OR IGNORE INTO accounts (openid) VALUES (?)", (fact.openid,))
+        # The amount was decided by billing (see Refunds.apply); MAX only guards the invariant.
+        await self.db.execute(
+            "UPDATE accounts SET credits = MAX(0, credits - ?), unlimited_until = unlimited_until - ? "
+            "WHERE openid = ?", (fact.credits, fact.unlimited_days * DAY, fact.openid))
+        await self.db.execute(
+            "INSERT INTO credit_history (fact_id, openid, credits, unlimited_days, reason, ref, at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (fact.dedup_id, fact.openid, -fact.credits, -fact.unlimited_days, fact.reason, fact.out_trade_no,
+             fact.at))
+
+    async def _use_reserved(self, fact: UseReserved) -> None:
+        await self.db.execute("INSERT OR IGNORE INTO accounts (openid) VALUES (?)", (fact.openid,))
+        await self.db.execute(
+            "INSERT OR IGNORE INTO uses (task_id, openid, use, status, day, reserved_at) VALUES (?, ?, ?, ?, ?, ?)",
+            (fact.task_id, fact.openid, fact.use, RESERVED, china_day(fact.at), fact.at))
+
+    async def _use_released(self, fact: UseReleased) -> None:
+        await self.db.execute("UPDATE uses SET status = ?, settled_at = ? WHERE task_id = ? AND status = ?",
+                              (RELEASED, fact.at, fact.task_id, RESERVED))
 
     async def set_prepay(self, out_trade_no: str, prepay_id: str) -> None:
         async with self._lock:
@@ -342,15 +395,11 @@ class Ledger:
                                    "ORDER BY created_at", (PENDING, created_before)) as cur:
             return [Order(*row) for row in await cur.fetchall()]
 
-    async def account(self, openid: str) -> tuple[int, float]:
-        """(credits, unlimited_until) of one user."""
-        return await self._account(openid)
-
-    async def _account(self, openid: str) -> tuple[int, float]:
+    async def account(self, openid: str) -> Account:
         async with self.db.execute("SELECT credits, unlimited_until FROM accounts WHERE openid = ?",
                                    (openid,)) as cur:
             row = await cur.fetchone()
-        return (int(row[0]), float(row[1])) if row else (0, 0.0)
+        return Account(int(row[0]), float(row[1])) if row else Account()
 
     async def held(self, openid: str, since: float) -> int:
         """Credits held by this user's reservations made after ``since`` and not yet settled."""
@@ -366,40 +415,34 @@ class Ledger:
             row = await cur.fetchone()
         return int(row[0]) if row else 0
 
-    async def use(self, task_id: str) -> tuple[str, str, str] | None:
-        """(openid, use, status) of a task's use."""
-        async with self.db.execute("SELECT openid, use, status FROM uses WHERE task_id = ?", (task_id,)) as cur:
+    async def use(self, task_id: str) -> UseRecord | None:
+        async with self.db.execute(f"SELECT {_USE_COLUMNS} FROM uses WHERE task_id = ?", (task_id,)) as cur:
             row = await cur.fetchone()
-        return (row[0], row[1], row[2]) if row else None
+        return UseRecord(*row) if row else None
 
     async def orders_of(self, openid: str, limit: int = 100) -> list[Order]:
         async with self.db.execute(f"SELECT {_ORDER_COLUMNS} FROM orders WHERE openid = ? "
                                    "ORDER BY created_at DESC, out_trade_no DESC LIMIT ?", (openid, limit)) as cur:
             return [Order(*row) for row in await cur.fetchall()]
 
-    async def uses_of(self, openid: str, limit: int = 100) -> list[dict[str, Any]]:
+    async def uses_of(self, openid: str, limit: int = 100) -> list[UseRecord]:
         """Charged enhancements, newest first."""
         async with self.db.execute(
-                "SELECT task_id, use, reserved_at, settled_at FROM uses WHERE openid = ? AND status = ? "
+                f"SELECT {_USE_COLUMNS} FROM uses WHERE openid = ? AND status = ? "
                 "ORDER BY settled_at DESC, task_id LIMIT ?", (openid, CHARGED, limit)) as cur:
-            return [{"task_id": t, "use": u, "reserved_at": r, "charged_at": c} for t, u, r, c in await cur.fetchall()]
+            return [UseRecord(*row) for row in await cur.fetchall()]
 
-    async def stats(self, since: float) -> tuple[dict[str, int], list[dict[str, Any]]]:
+    async def stats(self, since: float) -> Stats:
         """Orders by status (all time), and paid orders and amounts per China-time day since ``since``."""
         async with self.db.execute("SELECT status, COUNT(*) FROM orders GROUP BY status") as cur:
             by_status = {status: int(n) async for status, n in cur}
-        days: dict[str, dict[str, Any]] = {}
+        days: dict[str, DaySales] = {}
         async with self.db.execute("SELECT paid_at, amount FROM orders WHERE paid_at IS NOT NULL AND paid_at >= ? "
                                    "AND status = ?", (since, PAID)) as cur:
             async for paid_at, amount in cur:
-                day = days.setdefault(china_day(paid_at), {"day": china_day(paid_at), "orders": 0, "amount": 0})
-                day["orders"] += 1
-                day["amount"] += int(amount)
-        return by_status, sorted(days.values(), key=lambda d: d["day"], reverse=True)
-
-    async def counts(self) -> dict[str, int]:
-        async with self.db.execute("SELECT kind, COUNT(*) FROM task_events GROUP BY kind") as cur:
-            return {kind: n async for kind, n in cur}
+                day = days.get(china_day(paid_at)) or DaySales(china_day(paid_at), 0, 0)
+                days[day.day] = DaySales(day.day, day.orders + 1, day.amount + int(amount))
+        return Stats(by_status, sorted(days.values(), key=lambda d: d.day, reverse=True))
 
     async def snapshot(self) -> dict[str, Any]:
         """Everything the facts determine (for comparing a replayed ledger with the original)."""
@@ -411,3 +454,18 @@ class Ledger:
             async with self.db.execute(f"SELECT {columns} FROM {table} ORDER BY {order_by}") as cur:
                 out[table] = [tuple(r) for r in await cur.fetchall()]
         return out
+
+
+#: A billing fact's effects on the ledger, by fact type (``Ledger.apply_fact`` runs them in its transaction).
+Effect = Callable[[Ledger, Any], Awaitable[None]]
+EFFECTS: dict[type[BillingFact], Effect] = {
+    OrderCreated: Ledger._order_created,
+    OrderPaid: Ledger._order_paid,
+    CreditsGranted: Ledger._credits_granted,
+    OrderClosed: Ledger._order_closed,
+    RefundRequested: Ledger._refund_requested,
+    OrderRefunded: Ledger._order_refunded,
+    CreditsRevoked: Ledger._credits_revoked,
+    UseReserved: Ledger._use_reserved,
+    UseReleased: Ledger._use_released,
+}

@@ -5,39 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from contextlib import AsyncExitStack, suppress
+from contextlib import AsyncExitStack
 
 from bus import connect
 from bus.runtime import run_until_signal
 
-from .api import BillingApi
-from .endpoints import Endpoints
+from .endpoints import Endpoints, routes
 from .facts import Facts
 from .follower import follow, wait_for_stream
 from .ledger import Ledger
+from .reconciler import reconcile_periodically
+from .rooms import Rooms
 from .settings import BillingSettings
 from .wechat import WeChat
 
 log = logging.getLogger(__name__)
-
-
-async def reconcile_periodically(api: BillingApi, interval: float, stop: asyncio.Event,
-                                 caught_up: asyncio.Event) -> None:
-    """``api.reconcile()`` every ``interval`` seconds until ``stop``; the first pass waits until the ledger holds
-    every fact already in the stream, so it never redoes a step whose fact is stored but not yet applied."""
-    waiting = {asyncio.ensure_future(caught_up.wait()), asyncio.ensure_future(stop.wait())}
-    try:
-        await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in waiting:
-            task.cancel()
-    while not stop.is_set():
-        try:
-            await api.reconcile()
-        except Exception:
-            log.exception("reconciling failed; trying again in %.0f s", interval)
-        with suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), interval)
 
 
 async def serve(settings: BillingSettings, stop: asyncio.Event) -> None:
@@ -51,11 +33,12 @@ async def serve(settings: BillingSettings, stop: asyncio.Event) -> None:
         wechat = await stack.enter_async_context(WeChat(settings.wechat)) if settings.wechat else None
         if wechat is None:
             log.warning("WeChat is not configured (WECHAT_APPID unset): sign-in and payments answer 503")
-        api = BillingApi(settings, ledger, Facts(js, ledger), wechat)
-        endpoints = Endpoints(nc, api)
+        rooms = Rooms.open(settings, ledger, Facts(js, ledger), wechat)
+        endpoints = Endpoints(nc, routes(rooms))
         caught_up = asyncio.Event()
         following = asyncio.create_task(follow(js, ledger, stop, caught_up))
-        reconciling = asyncio.create_task(reconcile_periodically(api, settings.reconcile_interval, stop, caught_up))
+        reconciling = asyncio.create_task(
+            reconcile_periodically(rooms.reconciler, settings.reconcile_interval, stop, caught_up))
         await endpoints.start()
         log.info("billing ready")
         stopping = asyncio.create_task(stop.wait())

@@ -4,7 +4,7 @@ JetStream resources shared by every PhotoEnhanceAI service.
 Services depend on ``bus`` and never on each other.
 """
 
-from . import subjects
+from . import capabilities, subjects
 from .codec import SchemaError, pack, unpack
 from .connection import connect, ensure_resources, wait_for_resources
 from .retry import BusUnavailable, retrying
@@ -15,7 +15,7 @@ from .schemas import (
     QUEUED,
     EnhanceJob,
     EnhanceOptions,
-    EnhancerDescription,
+    JobResult,
     TaskEvent,
     TaskProgress,
     TaskState,
@@ -34,7 +34,7 @@ __all__ = [
     "BusUnavailable",
     "EnhanceJob",
     "EnhanceOptions",
-    "EnhancerDescription",
+    "JobResult",
     "NatsSettings",
     "ObjectMissing",
     "ObjectStore",
@@ -48,6 +48,7 @@ __all__ = [
     "TaskState",
     "TaskStore",
     "__version__",
+    "capabilities",
     "connect",
     "ensure_resources",
     "is_task_id",

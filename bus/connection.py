@@ -1,4 +1,9 @@
-"""Connecting to NATS and declaring the JetStream resources, idempotently, at start-up."""
+"""Connecting to NATS and declaring the JetStream resources, idempotently, at start-up.
+
+Jobs wait in one work-queue stream, ``PE_JOBS``, on one subject per capability they need
+(``pe.jobs.enhance.<capability>``), each with its own durable pull consumer: a worker pulls only from the
+consumers of the capabilities it has, so a job is only ever claimed by a worker that can do it.
+"""
 
 from __future__ import annotations
 
@@ -28,7 +33,7 @@ from nats.js.kv import KeyValue
 
 import nats
 
-from . import subjects
+from . import capabilities, subjects
 from .settings import NatsSettings, TaskSettings
 
 log = logging.getLogger(__name__)
@@ -105,7 +110,7 @@ def jobs_stream(tasks: TaskSettings) -> StreamConfig:
     return StreamConfig(
         name=subjects.JOBS_STREAM,
         description="Accepted enhancement jobs, each held until one enhancer acknowledges it",
-        subjects=[subjects.JOBS_SUBJECT],
+        subjects=list(subjects.JOBS_SUBJECTS),
         retention=RetentionPolicy.WORK_QUEUE,
         storage=StorageType.FILE,
         discard=DiscardPolicy.NEW,
@@ -118,10 +123,17 @@ def jobs_stream(tasks: TaskSettings) -> StreamConfig:
     )
 
 
-def jobs_consumer(tasks: TaskSettings) -> ConsumerConfig:
+def jobs_consumer(tasks: TaskSettings, capability: str) -> ConsumerConfig:
+    """The consumer of the jobs that need ``capability``, shared by every worker that has it. The base
+    capability's consumer (the one every worker pulls from) also takes the legacy subject's jobs."""
+    filters = [subjects.jobs_subject(capability)]
+    if capability == capabilities.BASE:
+        filters.append(subjects.LEGACY_JOBS_SUBJECT)
     return ConsumerConfig(
-        durable_name=subjects.JOBS_CONSUMER,
-        description="Shared by all enhancers; each pulls one job per free slot",
+        durable_name=subjects.jobs_consumer(capability),
+        description=f"Jobs that need {capabilities.DESCRIPTIONS[capability]}, shared by the enhancers that can "
+                    "do it; each pulls one job per free slot",
+        filter_subjects=filters,
         ack_policy=AckPolicy.EXPLICIT,
         ack_wait=tasks.ack_wait,
         # One delivery beyond the attempts is used to report the task failed.
@@ -172,7 +184,7 @@ async def _stream(js: JetStreamContext, config: StreamConfig) -> None:
 
 
 async def ensure_resources(js: JetStreamContext, tasks: TaskSettings) -> KeyValue:
-    """Declare streams, the jobs consumer and the buckets (admin only: ``photoenhance bootstrap``); idempotent."""
+    """Declare streams, the jobs consumers and the buckets (admin only: ``photoenhance bootstrap``); idempotent."""
     await _stream(js, jobs_stream(tasks))
     await _stream(js, events_stream(tasks))
     try:
@@ -184,7 +196,13 @@ async def ensure_resources(js: JetStreamContext, tasks: TaskSettings) -> KeyValu
         kv = await js.key_value(subjects.TASKS_BUCKET)
     with contextlib.suppress(BadRequestError):  # exists: its settings are not ours to change at every start
         await js.create_key_value(enhancers_bucket(tasks))
-    await js.add_consumer(subjects.JOBS_STREAM, jobs_consumer(tasks))
+    # A bus declared before jobs were routed by capability has one unfiltered consumer, which would overlap
+    # the new ones (a work queue refuses that). Deleting a consumer leaves its jobs in the stream; the new
+    # consumers start from the first job, so none is lost.
+    with contextlib.suppress(NotFoundError):
+        await js.delete_consumer(subjects.JOBS_STREAM, subjects.LEGACY_JOBS_CONSUMER)
+    for capability in capabilities.CAPABILITIES:
+        await js.add_consumer(subjects.JOBS_STREAM, jobs_consumer(tasks, capability))
     return kv
 
 
@@ -192,7 +210,8 @@ async def wait_for_resources(js: JetStreamContext, *, poll: float = 0.5) -> KeyV
     """Services start once bootstrap declared the resources; one started earlier waits until they exist."""
     while True:
         try:
-            await js.consumer_info(subjects.JOBS_STREAM, subjects.JOBS_CONSUMER)
+            for consumer in subjects.JOBS_CONSUMERS:
+                await js.consumer_info(subjects.JOBS_STREAM, consumer)
             await js.key_value(subjects.ENHANCERS_BUCKET)
             return await js.key_value(subjects.TASKS_BUCKET)
         except (NotFoundError, BucketNotFoundError):

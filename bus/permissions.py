@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import subjects as s
+from .capabilities import CAPABILITIES
 
 EDGE, ENHANCER, BILLING, ADMIN = "edge", "enhancer", "billing", "admin"
 ROLES = (EDGE, ENHANCER, BILLING, ADMIN)
@@ -18,6 +19,8 @@ ROLES = (EDGE, ENHANCER, BILLING, ADMIN)
 _API = "$JS.API"
 _TASKS = f"KV_{s.TASKS_BUCKET}"
 _ENHANCERS = f"KV_{s.ENHANCERS_BUCKET}"
+#: Looking up each jobs consumer (queue depth, a queued task's place; a worker's start-up check).
+_JOBS_INFO = tuple(f"{_API}.CONSUMER.INFO.{s.JOBS_STREAM}.{c}" for c in s.JOBS_CONSUMERS)
 
 
 @dataclass(frozen=True)
@@ -53,8 +56,9 @@ def for_role(role: str, name: str) -> Permissions | None:
     if role == EDGE:
         return Permissions(
             publish=(
-                s.JOBS_SUBJECT, f"$KV.{s.TASKS_BUCKET}.>", f"{_API}.INFO",
-                f"{_API}.STREAM.INFO.{s.JOBS_STREAM}", f"{_API}.CONSUMER.INFO.{s.JOBS_STREAM}.{s.JOBS_CONSUMER}",
+                # Jobs on the subject of the capability they need (never the legacy subject).
+                *(s.jobs_subject(c) for c in CAPABILITIES), f"$KV.{s.TASKS_BUCKET}.>", f"{_API}.INFO",
+                f"{_API}.STREAM.INFO.{s.JOBS_STREAM}", *_JOBS_INFO,
                 *_kv_read(_TASKS), *_kv_read(_ENHANCERS),
                 "pe.billing.>",  # requests to billing (the edge bridges /api/wechat/*)
                 "$SRV.PING", "$SRV.INFO", "$SRV.STATS", *(f"$SRV.{v}.{svc}" for v in ("PING", "INFO", "STATS")
@@ -65,10 +69,10 @@ def for_role(role: str, name: str) -> Permissions | None:
     if role == ENHANCER:
         return Permissions(
             publish=(
-                f"{_API}.INFO", f"{_API}.STREAM.INFO.{s.JOBS_STREAM}",
-                f"{_API}.CONSUMER.INFO.{s.JOBS_STREAM}.{s.JOBS_CONSUMER}",
-                f"{_API}.CONSUMER.MSG.NEXT.{s.JOBS_STREAM}.{s.JOBS_CONSUMER}",
-                f"$JS.ACK.{s.JOBS_STREAM}.{s.JOBS_CONSUMER}.>",
+                f"{_API}.INFO", f"{_API}.STREAM.INFO.{s.JOBS_STREAM}", *_JOBS_INFO,
+                # Pull and acknowledge jobs from the consumers (a worker binds only those of its capabilities).
+                *(f"{_API}.CONSUMER.MSG.NEXT.{s.JOBS_STREAM}.{c}" for c in s.JOBS_CONSUMERS),
+                *(f"$JS.ACK.{s.JOBS_STREAM}.{c}.>" for c in s.JOBS_CONSUMERS),
                 f"{_API}.STREAM.INFO.{_TASKS}", f"{_API}.STREAM.MSG.GET.{_TASKS}", f"{_API}.DIRECT.GET.{_TASKS}",
                 f"{_API}.DIRECT.GET.{_TASKS}.>", f"$KV.{s.TASKS_BUCKET}.>",
                 # Its own presence key only (or keys under it, for replicas that share one credential).
@@ -78,7 +82,7 @@ def for_role(role: str, name: str) -> Permissions | None:
                 s.task_event("completed"), s.task_event("failed"),
                 s.PROGRESS_WILDCARD,
             ),
-            subscribe=(inbox, *_micro(s.ENHANCER_SERVICE), f"{s.PREFIX}.enhancer.>"),
+            subscribe=(inbox, *_micro(s.ENHANCER_SERVICE)),
             responses=True,
         )
     if role == BILLING:

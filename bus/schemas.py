@@ -1,9 +1,10 @@
 """Message schemas: one frozen dataclass per message, msgpack on the wire, versioned by ``type``.
 
 Decoders ignore unknown fields (so producers may add fields with defaults) and check the
-types of the fields they know, so a malformed message is rejected at the boundary with a
-``SchemaError`` instead of failing somewhere deep inside a handler. A breaking change gets a
-new ``type`` (``pe.v2....``).
+types of the fields they know, nested values included, so a malformed message is rejected at the
+boundary with a ``SchemaError`` instead of failing somewhere deep inside a handler. A breaking change
+gets a new ``type`` (``pe.v2....``) and an upgrade of the old shape (``Message.UPGRADES``), so readers
+of the new version still read what the old one wrote: jobs queued and records kept before the change.
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self
 
+from . import capabilities
 from .codec import SchemaError, pack, pack_json, unpack_any
 
 QUEUED, PROCESSING, COMPLETED, FAILED = "queued", "processing", "completed", "failed"
@@ -40,7 +43,32 @@ def _accepts(tp: Any, value: Any) -> bool:
         return isinstance(value, list)
     if tp is Any:
         return True
+    if dataclasses.is_dataclass(tp):  # a nested value travels as a map
+        return isinstance(value, dict | tp)
     return isinstance(value, tp)
+
+
+def _build(cls: type[Any], data: Mapping[str, Any], *, subject: str | None, type_: str) -> Any:
+    """An instance of the dataclass ``cls`` from ``data``: unknown keys ignored, known ones type-checked,
+    nested dataclasses built from their maps the same way."""
+    hints = typing.get_type_hints(cls)
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in data:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise SchemaError(f"missing field {f.name!r}", subject=subject, type_=type_)
+            continue
+        value = data[f.name]
+        if not _accepts(hints[f.name], value):
+            raise SchemaError(f"field {f.name!r} has the wrong type ({type(value).__name__})", subject=subject,
+                              type_=type_)
+        if dataclasses.is_dataclass(hints[f.name]) and isinstance(value, dict):
+            value = _build(hints[f.name], value, subject=subject, type_=type_)
+        kwargs[f.name] = value
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as e:
+        raise SchemaError(str(e), subject=subject, type_=type_) from e
 
 
 @dataclass(frozen=True)
@@ -50,6 +78,8 @@ class Message:
     TYPE: ClassVar[str] = ""
     #: Encode as JSON instead of msgpack (records operators read with the ``nats`` CLI).
     JSON: ClassVar[bool] = False
+    #: Older types of this message, each with the function that turns its map into this type's map.
+    UPGRADES: ClassVar[Mapping[str, Callable[[dict[str, Any]], dict[str, Any]]]] = {}
 
     def to_dict(self) -> dict[str, Any]:
         return {"type": self.TYPE, **dataclasses.asdict(self)}
@@ -59,25 +89,12 @@ class Message:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, subject: str | None = None) -> Self:
+        upgrade = cls.UPGRADES.get(data.get("type"))  # type: ignore[arg-type]
+        if upgrade is not None:
+            data = {**upgrade(data), "type": cls.TYPE}
         if data.get("type") != cls.TYPE:
             raise SchemaError(f"expected message type {cls.TYPE!r}, got {data.get('type')!r}", subject=subject)
-        hints = typing.get_type_hints(cls)
-        kwargs: dict[str, Any] = {}
-        for f in dataclasses.fields(cls):
-            if f.name not in data:
-                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                    raise SchemaError(f"missing field {f.name!r}", subject=subject, type_=cls.TYPE)
-                continue
-            value = data[f.name]
-            if not _accepts(hints[f.name], value):
-                raise SchemaError(
-                    f"field {f.name!r} has the wrong type ({type(value).__name__})", subject=subject, type_=cls.TYPE
-                )
-            kwargs[f.name] = value
-        try:
-            return cls(**kwargs)
-        except (TypeError, ValueError) as e:
-            raise SchemaError(str(e), subject=subject, type_=cls.TYPE) from e
+        return typing.cast(Self, _build(cls, data, subject=subject, type_=cls.TYPE))
 
     @classmethod
     def decode(cls, data: bytes, *, subject: str | None = None) -> Self:
@@ -86,44 +103,75 @@ class Message:
 
 @dataclass(frozen=True)
 class EnhanceOptions:
-    """What the user asked for; shared by jobs and task records."""
+    """What the user asked for: the one definition the edge parses into, the job and the task record carry
+    (as one nested value), and the worker and its engines read.
+
+    ``tile_size`` is the tile edge in *input* pixels; 0 runs the whole image. ``face_enhance`` chooses the
+    capability the job is routed by (``bus.capabilities.needed``); engines do not read it.
+    """
 
     scale: int = 4
-    quality: str = "high"
+    quality: str = "high"  # "fast" | "medium" | "high"
     tile_size: int = 400
-    #: None: restore faces when the worker has GFPGAN weights; True: require it; False: never.
+    #: None ("auto"): restore faces when a worker on the bus can; True: require it; False: never.
     face_enhance: bool | None = None
 
     def __post_init__(self) -> None:
-        if self.scale not in SCALES:
-            raise ValueError(f"scale must be 2 or 4, not {self.scale}")
+        if not _accepts(int, self.scale) or self.scale not in SCALES:
+            raise ValueError(f"scale must be 2 or 4, not {self.scale!r}")
         if self.quality not in QUALITIES:
             raise ValueError(f"quality_level must be one of fast, medium, high, not {self.quality!r}")
-        if not (self.tile_size == 0 or 32 <= self.tile_size <= 2048):
-            raise ValueError(f"tile_size must be 0 (no tiling) or between 32 and 2048, not {self.tile_size}")
+        if not _accepts(int, self.tile_size) or not (self.tile_size == 0 or 32 <= self.tile_size <= 2048):
+            raise ValueError(f"tile_size must be 0 (no tiling) or between 32 and 2048, not {self.tile_size!r}")
+        if not _accepts(bool | None, self.face_enhance):
+            raise ValueError(f"face_enhance must be true, false or auto, not {self.face_enhance!r}")
+
+
+#: The option fields of a ``pe.v1`` job or record, which kept them flat beside the others.
+_FLAT_OPTIONS = tuple(f.name for f in dataclasses.fields(EnhanceOptions))
+
+
+def _nest_options(data: dict[str, Any]) -> dict[str, Any]:
+    """A ``pe.v1`` job's or record's map with its flat option fields gathered into ``options``."""
+    flat = {k: v for k, v in data.items() if k not in _FLAT_OPTIONS}
+    return {**flat, "options": {k: data[k] for k in _FLAT_OPTIONS if k in data}}
 
 
 @dataclass(frozen=True)
 class EnhanceJob(Message):
-    """A unit of work on the ``PE_JOBS`` work queue. Images travel through S3; only keys travel here."""
+    """A unit of work on the ``PE_JOBS`` work queue. Images travel through S3; only keys travel here.
 
-    TYPE: ClassVar[str] = "pe.v1.enhance_job"
+    Published on the subject of the capability it needs (``bus.subjects.jobs_subject``): the subject, not
+    the job, is what routes it. ``pe.v1.enhance_job`` (options flat) is still read.
+    """
+
+    TYPE: ClassVar[str] = "pe.v2.enhance_job"
+    UPGRADES: ClassVar[Mapping[str, Callable[[dict[str, Any]], dict[str, Any]]]] = {
+        "pe.v1.enhance_job": _nest_options}
 
     task_id: str
     input_key: str
     input_name: str
-    scale: int = 4
-    quality: str = "high"
-    tile_size: int = 400
-    face_enhance: bool | None = None
+    options: EnhanceOptions = field(default_factory=EnhanceOptions)
     owner: str | None = None
     submitted_at: float = 0.0
 
-    def __post_init__(self) -> None:
-        self.options()  # validates
 
-    def options(self) -> EnhanceOptions:
-        return EnhanceOptions(self.scale, self.quality, self.tile_size, self.face_enhance)
+@dataclass(frozen=True)
+class JobResult:
+    """What a worker made of a job, handed to :meth:`TaskState.completed` (the record keeps it flat)."""
+
+    output_key: str
+    output_name: str
+    output_content_type: str
+    output_size: int
+    output_width: int
+    output_height: int
+    #: ``<engine>:<model>``, e.g. ``gfpgan:GFPGANv1.4+realesr-animevideov3``.
+    engine: str
+    faces: int
+    #: Seconds per stage (fetch, decode, wait, engine, encode, store).
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -134,7 +182,8 @@ class TaskState(Message):
     ``processing`` to ``completed`` or ``failed`` with compare-and-set writes.
     """
 
-    TYPE: ClassVar[str] = "pe.v1.task"
+    TYPE: ClassVar[str] = "pe.v2.task"
+    UPGRADES: ClassVar[Mapping[str, Callable[[dict[str, Any]], dict[str, Any]]]] = {"pe.v1.task": _nest_options}
 
     task_id: str
     status: str
@@ -145,11 +194,11 @@ class TaskState(Message):
     input_size: int = 0
     width: int = 0
     height: int = 0
-    scale: int = 4
-    quality: str = "high"
-    tile_size: int = 400
-    face_enhance: bool | None = None
+    options: EnhanceOptions = field(default_factory=EnhanceOptions)
     owner: str | None = None
+    #: The capability its job was routed by (which queue it waits in); None: a ``pe.v1`` task, whose job
+    #: went to the legacy subject (served with the base capability's queue).
+    capability: str | None = None
     #: The job's sequence in the work-queue stream: how the edge tells a queued task its place.
     queue_seq: int | None = None
     stage: str = QUEUED
@@ -174,6 +223,8 @@ class TaskState(Message):
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
             raise ValueError(f"unknown task status {self.status!r}")
+        if self.capability is not None:
+            capabilities.check(self.capability)
 
     @property
     def final(self) -> bool:
@@ -181,6 +232,15 @@ class TaskState(Message):
 
     def replace(self, **changes: Any) -> TaskState:
         return dataclasses.replace(self, **changes)
+
+    def completed(self, result: JobResult, *, at: float, processing_time: float) -> TaskState:
+        """This record once its job is done: ``completed``, with what the worker made."""
+        return dataclasses.replace(
+            self, status=COMPLETED, stage=COMPLETED, progress=1.0, message="Enhancement completed", updated_at=at,
+            finished_at=at, processing_time=processing_time, output_key=result.output_key,
+            output_name=result.output_name, output_content_type=result.output_content_type,
+            output_size=result.output_size, output_width=result.output_width, output_height=result.output_height,
+            engine=result.engine, faces=result.faces, timings=dict(result.timings))
 
 
 @dataclass(frozen=True)
@@ -216,20 +276,6 @@ class TaskEvent(Message):
         return f"{self.task_id}:{self.kind}"
 
 
-@dataclass(frozen=True)
-class EnhancerDescription(Message):
-    """Reply of ``pe.enhancer.describe``: what one enhancer can do right now."""
-
-    TYPE: ClassVar[str] = "pe.v1.enhancer_description"
-
-    worker_id: str
-    engines: list[str]
-    device: str
-    capacity: int
-    in_flight: int
-    version: str
-
-
 JOINED, ALIVE, DRAINING, LEFT = "joined", "alive", "draining", "left"
 
 
@@ -256,6 +302,8 @@ class EnhancerPresence(Message):
     device_memory: int = 0
     engines: list[str] = field(default_factory=list)
     models: dict[str, str] = field(default_factory=dict)
+    #: What its engines can do (``bus.capabilities``): the edge routes jobs by these, never by engine names.
+    capabilities: list[str] = field(default_factory=list)
     capacity: int = 1
     in_flight: int = 0
     jobs_done: int = 0

@@ -8,32 +8,59 @@ from __future__ import annotations
 
 import re
 
+from .capabilities import CAPABILITIES, check
+
 #: Prefix shared by all application subjects.
 PREFIX = "pe"
 
 # --- Enhancer service (nats.micro) --------------------------------------------------------
 #: Name under which every enhancer registers with ``nats.micro`` (``nats micro ls`` shows it).
 ENHANCER_SERVICE = "enhancer"
-#: Queue group of the enhancer's request/reply endpoints.
+#: Queue group of the enhancer's ``nats.micro`` service (it has no endpoints: discovery only).
 ENHANCER_QUEUE = "enhancer"
-#: Request/reply: any one enhancer describes what it can do (engines, device, capacity).
-ENHANCER_DESCRIBE = f"{PREFIX}.enhancer.describe"
 #: ``nats.micro`` discovery subject that every running enhancer answers.
 ENHANCER_PING = f"$SRV.PING.{ENHANCER_SERVICE}"
 
 # --- Work queue (JetStream) ---------------------------------------------------------------
 #: Work-queue stream holding accepted jobs until one enhancer acknowledges them.
 JOBS_STREAM = "PE_JOBS"
-#: Subject a job is published on.
-JOBS_SUBJECT = f"{PREFIX}.jobs.enhance"
-#: Durable pull consumer shared by all enhancers; each fetches only when it has a free slot.
-JOBS_CONSUMER = "enhancers"
+#: Where jobs go: one subject per capability under it (:func:`jobs_subject`), all in ``JOBS_STREAM``.
+JOBS_PREFIX = f"{PREFIX}.jobs.enhance"
+#: The one subject of every job before jobs were routed by capability (``pe.v1`` edges publish there). Still in
+#: the stream and served by the consumer of the capability every worker has, so those jobs run too.
+LEGACY_JOBS_SUBJECT = JOBS_PREFIX
+#: The unfiltered consumer every enhancer shared before: a work-queue stream allows no consumer that overlaps
+#: the per-capability ones, so bootstrap deletes it (its jobs stay in the stream for the new consumers).
+LEGACY_JOBS_CONSUMER = "enhancers"
+
+
+def jobs_subject(capability: str) -> str:
+    """Subject of the jobs that need ``capability``, e.g. ``pe.jobs.enhance.faces``."""
+    return f"{JOBS_PREFIX}.{check(capability)}"
+
+
+def jobs_consumer(capability: str) -> str:
+    """Durable pull consumer of the jobs that need ``capability``; shared by every worker that has it, each
+    fetching only when it has a free slot."""
+    return f"enhancers-{check(capability)}"
+
+
+def job_capability(subject: str) -> str | None:
+    """The capability a job published on ``subject`` needs; ``None`` for the legacy subject (decide from
+    the job's options) or any other subject."""
+    capability = subject.removeprefix(f"{JOBS_PREFIX}.")
+    return capability if capability != subject and capability in CAPABILITIES else None
+
+
+#: Every job subject of the stream (per capability, and the legacy one).
+JOBS_SUBJECTS: tuple[str, ...] = (*(jobs_subject(c) for c in CAPABILITIES), LEGACY_JOBS_SUBJECT)
+#: Every jobs consumer, in the order of :data:`bus.capabilities.CAPABILITIES`.
+JOBS_CONSUMERS: tuple[str, ...] = tuple(jobs_consumer(c) for c in CAPABILITIES)
 
 # --- Facts (JetStream) --------------------------------------------------------------------
 #: Stream of durable facts other services replay (billing): task completed/failed, ...
 EVENTS_STREAM = "PE_EVENTS"
 EVENTS_WILDCARD = f"{PREFIX}.events.>"
-TASK_EVENTS_WILDCARD = f"{PREFIX}.events.task.>"
 #: Billing's durable consumer of every fact, from which its ledger is projected.
 LEDGER_CONSUMER = "billing-ledger"
 

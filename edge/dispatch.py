@@ -1,15 +1,22 @@
-"""Handing work to the bus: is anyone there, submit a job, wait for its end, who is on the bus."""
+"""Handing work to the bus: is anyone there, submit a job, wait for its end, who is on the bus.
+
+A job is routed by the capability it needs (``bus.capabilities``): it is published on that capability's
+subject and waits in that capability's consumer, which only workers that have it pull from. Which
+capabilities the fleet offers comes from the workers' presence (the registry view), never from engine
+names: the edge knows no engine.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
 
 import nats.errors
 import nats.js.errors
 from nats.js.api import ConsumerInfo
 
-from bus import retrying, subjects
+from bus import capabilities, retrying, subjects
 from bus.schemas import FAILED, QUEUED, EnhanceJob, EnhanceOptions, TaskState
 
 from .errors import ApiError
@@ -31,10 +38,41 @@ async def enhancers_present(res: Resources) -> bool:
         return False
 
 
-async def require_enhancer(res: Resources) -> None:
+async def require_enhancer(res: Resources, options: EnhanceOptions | None = None) -> None:
+    """503 at once when no enhancer is on the bus, or (given the job's ``options``) none that can do what
+    the job needs: refused before anything is stored or reserved."""
     if not await enhancers_present(res):
         raise ApiError(503, "No enhancer is available right now; please try again in a moment.",
                        headers={"Retry-After": "10"})
+    if options is not None:
+        route(res, options)
+
+
+def offered_capabilities(res: Resources) -> set[str]:
+    """What the healthy enhancers on the bus can do, as their presence says."""
+    return {c for row in res.registry.servers() if row["status"] == "healthy" for c in row.get("capabilities", ())}
+
+
+#: Why a job was refused when it needs a capability that no healthy enhancer has, by capability.
+_UNAVAILABLE = {
+    capabilities.FACES: "Face restoration is not available right now: no enhancer on the bus can restore faces "
+                        "(operators: `photoenhance models fetch` installs the weights). Send face_enhance=auto "
+                        "or false to enhance without it.",
+}
+
+
+def route(res: Resources, options: EnhanceOptions) -> str:
+    """The capability a job with ``options`` is queued for (``bus.capabilities.needed``), given the fleet now.
+
+    503 when it needs one that no healthy enhancer has: such a job would wait for a worker that may never
+    come. The base capability is every worker's, so whoever answers the ping (``require_enhancer``) has it.
+    """
+    offered = offered_capabilities(res)
+    capability = capabilities.needed(options, offered)
+    if capability != capabilities.BASE and capability not in offered:
+        raise ApiError(503, _UNAVAILABLE.get(capability, f"No enhancer on the bus offers "
+                                                         f"{capabilities.DESCRIPTIONS[capability]} right now."))
+    return capability
 
 
 #: What a client is told to wait when the queue is full.
@@ -47,8 +85,9 @@ def _busy(waiting: int) -> ApiError:
 
 
 async def require_room(res: Resources) -> None:
-    """Refuse early (429) when the bounded queue is full, before storing anything."""
-    waiting = (await jobs_consumer(res)).num_pending or 0
+    """Refuse early (429) when the bounded queue is full (jobs waiting for any capability), before storing
+    anything."""
+    waiting = (await queue_depth(res)).waiting
     if waiting >= res.settings.tasks.queue_limit:
         raise _busy(waiting)
 
@@ -65,21 +104,22 @@ async def submit(
     options: EnhanceOptions,
     owner: str | None = None,
 ) -> TaskState:
-    """Record the task (queued) and put its job on the work queue, de-duplicated by task id."""
+    """Record the task (queued) and put its job on the queue of the capability it needs, de-duplicated by
+    task id; 503 (nothing recorded) when no enhancer on the bus has that capability (see :func:`route`)."""
+    capability = route(res, options)
     now = time.time()
     state = TaskState(
         task_id=task_id, status=QUEUED, created_at=now, updated_at=now, input_key=input_key,
-        input_name=input_name, input_size=input_size, width=width, height=height, scale=options.scale,
-        quality=options.quality, tile_size=options.tile_size, face_enhance=options.face_enhance, owner=owner,
-        stage=QUEUED, message="Queued: waiting for a free enhancer",
+        input_name=input_name, input_size=input_size, width=width, height=height, options=options, owner=owner,
+        capability=capability, stage=QUEUED, message="Queued: waiting for a free enhancer",
     )
     revision = await res.tasks.create(state)
-    job = EnhanceJob(task_id=task_id, input_key=input_key, input_name=input_name, scale=options.scale,
-                     quality=options.quality, tile_size=options.tile_size, face_enhance=options.face_enhance,
-                     owner=owner, submitted_at=now)
+    job = EnhanceJob(task_id=task_id, input_key=input_key, input_name=input_name, options=options, owner=owner,
+                     submitted_at=now)
+    subject = subjects.jobs_subject(capability)
     try:
         # Idempotent thanks to Nats-Msg-Id: a retry after a lost acknowledgement is dropped as a duplicate.
-        ack = await retrying(lambda: res.js.publish(subjects.JOBS_SUBJECT, job.encode(), headers={
+        ack = await retrying(lambda: res.js.publish(subject, job.encode(), headers={
             subjects.MSG_ID_HEADER: task_id, subjects.TYPE_HEADER: EnhanceJob.TYPE}), what=f"task {task_id}: queue")
     except nats.js.errors.APIError as e:  # the stream is full (a race past require_room): undo, refuse
         await res.tasks.kv.delete(task_id)
@@ -90,20 +130,42 @@ async def submit(
     return state
 
 
-async def jobs_consumer(res: Resources) -> ConsumerInfo:
-    """The work queue's consumer: how many jobs wait, how many are held, where delivery has got to."""
-    return await retrying(lambda: res.js.consumer_info(subjects.JOBS_STREAM, subjects.JOBS_CONSUMER),
-                          what="queue depth")
+async def jobs_consumer(res: Resources, capability: str) -> ConsumerInfo:
+    """The consumer of one capability's jobs: how many wait, how many are held, where delivery has got to."""
+    consumer = subjects.jobs_consumer(capability)
+    return await retrying(lambda: res.js.consumer_info(subjects.JOBS_STREAM, consumer), what="queue depth")
+
+
+@dataclass(frozen=True)
+class QueueDepth:
+    """Jobs on the work queue, all capabilities together."""
+
+    #: Not yet handed to a worker.
+    waiting: int
+    #: Handed out and not yet acknowledged (running, or prefetched by a worker).
+    processing: int
+
+
+async def queue_depth(res: Resources) -> QueueDepth:
+    """How many jobs wait and how many are held, summed over every capability's consumer."""
+    infos = await asyncio.gather(*(jobs_consumer(res, c) for c in capabilities.CAPABILITIES))
+    return QueueDepth(waiting=sum(i.num_pending or 0 for i in infos),
+                      processing=sum(i.num_ack_pending or 0 for i in infos))
 
 
 async def queue_position(res: Resources, state: TaskState) -> int | None:
-    """A queued task's place in line (1 = next), from the consumer's delivery cursor: every job
-    after the last one handed out and before this one is still waiting. ``None`` when not queued."""
+    """A queued task's place in line (1 = next) in the queue of its capability. ``None`` when not queued.
+
+    From that consumer's delivery cursor: the jobs after the last one it handed out and before this one
+    are still waiting. The stream holds every capability's jobs, so that count may include other queues'
+    jobs; it is capped by how many jobs wait in this queue at all. Exact while jobs of one capability are
+    queued; never more than the jobs really waiting in this queue.
+    """
     if state.status != QUEUED or state.queue_seq is None:
         return None
-    info = await jobs_consumer(res)
-    delivered = info.delivered.stream_seq if info.delivered else 0
-    return max(1, state.queue_seq - (delivered or 0))
+    info = await jobs_consumer(res, state.capability or capabilities.BASE)  # no capability: a pe.v1 task
+    delivered = (info.delivered.stream_seq if info.delivered else 0) or 0
+    return max(1, min(state.queue_seq - delivered, info.num_pending or 0))
 
 
 async def cancel(res: Resources, task_id: str) -> TaskState | None:

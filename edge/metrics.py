@@ -9,8 +9,7 @@ from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from bus import subjects
-
+from . import dispatch
 from .deps import ResourcesDep
 
 REGISTRY = CollectorRegistry()
@@ -62,9 +61,9 @@ class MetricsMiddleware:
 @router.get("/metrics", include_in_schema=False)
 async def metrics(res: ResourcesDep) -> Response:
     try:
-        info = await res.js.consumer_info(subjects.JOBS_STREAM, subjects.JOBS_CONSUMER)
-        QUEUE.labels("waiting").set(info.num_pending or 0)
-        QUEUE.labels("processing").set(info.num_ack_pending or 0)
+        depth = await dispatch.queue_depth(res)  # every capability's queue together
+        QUEUE.labels("waiting").set(depth.waiting)
+        QUEUE.labels("processing").set(depth.processing)
     except Exception:  # a scrape during a bus outage still answers, with the last values
         pass
     counts: dict[str, int] = {"healthy": 0, "unhealthy": 0, "draining": 0, "left": 0}

@@ -96,6 +96,7 @@ class Registry:
                 "is_healthy": self.status_of(seen, now) == "healthy",
                 "host": p.host, "version": p.version, "device": p.device, "device_name": p.device_name,
                 "device_memory": p.device_memory, "engines": p.engines, "models": p.models,
+                "capabilities": p.capabilities,
                 "capacity": p.capacity, "in_flight": p.in_flight, "jobs_done": p.jobs_done,
                 "jobs_failed": p.jobs_failed, "uptime": round(max(0.0, now - p.started_at), 1),
                 "last_seen": round(now - seen.at, 2), "heartbeat": p.heartbeat,

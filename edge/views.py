@@ -1,20 +1,21 @@
-"""The JSON the clients read (the original's keys, plus what was missing)."""
+"""The JSON the clients read (the original's keys, plus what was missing), built from a task's record."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from bus.schemas import COMPLETED, TaskState
+
+from .contract import TaskInput, TaskOptions, TaskOutput, TaskStatus
 
 
 def download_path(task_id: str) -> str:
     return f"/api/v1/download/{task_id}"
 
 
-def task_status(state: TaskState, queue_position: int | None = None) -> dict[str, Any]:
+def task_status(state: TaskState, queue_position: int | None = None) -> TaskStatus:
     done = state.status == COMPLETED
     url = download_path(state.task_id) if done else None
-    body: dict[str, Any] = {
+    # Validated, not constructed: the record's plain strings are checked against the contract (``status``).
+    return TaskStatus.model_validate({
         "task_id": state.task_id,
         "status": state.status,
         "stage": state.stage,
@@ -28,14 +29,11 @@ def task_status(state: TaskState, queue_position: int | None = None) -> dict[str
         "updated_at": state.updated_at,
         "processing_time": state.processing_time,
         "attempts": state.attempts,
-        "options": {"scale": state.scale, "quality_level": state.quality, "tile_size": state.tile_size,
-                    "face_enhance": state.face_enhance},
-        "input": {"filename": state.input_name, "width": state.width, "height": state.height,
-                  "size": state.input_size},
-        "output": None,
-    }
-    if done:
-        body["output"] = {"filename": state.output_name, "content_type": state.output_content_type,
-                          "width": state.output_width, "height": state.output_height, "size": state.output_size,
-                          "engine": state.engine, "faces": state.faces}
-    return body
+        "options": TaskOptions(scale=state.options.scale, quality_level=state.options.quality,
+                               tile_size=state.options.tile_size, face_enhance=state.options.face_enhance),
+        "input": TaskInput(filename=state.input_name, width=state.width, height=state.height,
+                           size=state.input_size),
+        "output": TaskOutput(filename=state.output_name, content_type=state.output_content_type,
+                             width=state.output_width, height=state.output_height, size=state.output_size,
+                             engine=state.engine, faces=state.faces) if done else None,
+    })

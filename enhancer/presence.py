@@ -1,7 +1,8 @@
 """Presence: the enhancer announces itself, heartbeats, and says goodbye in the ``pe-enhancers`` bucket.
 
 The heartbeat runs on the event loop while inference runs in threads, so a busy worker keeps
-beating: the registry never mistakes busy for dead.
+beating: the registry never mistakes busy for dead. It says what the worker can do in the bus's
+capability words (from the engine registry), which is how the edge knows where a job can go.
 """
 
 from __future__ import annotations
@@ -18,11 +19,9 @@ from nats.js.kv import KeyValue
 from bus import __version__
 from bus.schemas import ALIVE, DRAINING, JOINED, LEFT, EnhancerPresence
 
-log = logging.getLogger(__name__)
+from .engines.registry import capabilities_of, models_of
 
-#: What each engine runs, for operators comparing workers.
-MODELS = {"realesrgan": "RealESRGAN_x4plus, realesr-animevideov3 (ncnn-converted)",
-          "gfpgan": "GFPGANv1.4 + RealESRGAN background"}
+log = logging.getLogger(__name__)
 
 
 def describe_device(device: object) -> tuple[str, int]:
@@ -48,6 +47,8 @@ class Presence:
         self.heartbeat = heartbeat
         self.device = device
         self.engines = engines
+        self.models = models_of(engines)
+        self.capabilities = capabilities_of(engines)
         self.capacity = capacity
         self.counters = counters
         self.started_at = time.time()
@@ -59,7 +60,7 @@ class Presence:
             worker_id=self.worker_id, state=state, at=time.time(), started_at=self.started_at,
             heartbeat=self.heartbeat, host=socket.gethostname(), version=__version__, device=str(self.device),
             device_name=self.device_name, device_memory=self.device_memory, engines=list(self.engines),
-            models={e: MODELS.get(e, e) for e in self.engines}, capacity=self.capacity, in_flight=in_flight,
+            models=dict(self.models), capabilities=list(self.capabilities), capacity=self.capacity, in_flight=in_flight,
             jobs_done=done, jobs_failed=failed)
 
     async def publish(self, state: str) -> None:

@@ -1,8 +1,10 @@
 """The enhancer process: a ``nats.micro`` service on the bus plus the job loop.
 
-The micro service makes every worker visible to operators (``nats micro ls|info|stats
-enhancer``) and answers ``pe.enhancer.describe`` in the ``enhancer`` queue group; the jobs
-themselves arrive through the JetStream work queue (see ``worker.py`` for why).
+The micro service makes every worker visible (``nats micro ls|info enhancer``, with its engines and
+capabilities in the metadata) and is how the edge tells at once whether any enhancer is there
+(``$SRV.PING.enhancer``); it has no endpoints. The jobs arrive through the JetStream work queue (see
+``worker.py`` for why), from the consumers of the capabilities this worker's engines have; its load and
+counters are in its presence (``presence.py``).
 """
 
 from __future__ import annotations
@@ -12,21 +14,18 @@ import contextlib
 import logging
 import os
 from contextlib import AsyncExitStack
-from typing import Any
 
 import nats.errors
 from nats.micro import add_service
-from nats.micro.request import Request
-from nats.micro.service import EndpointStats
 
 from bus import __version__, connect, subjects, wait_for_resources
 from bus.runtime import run_until_signal
-from bus.schemas import EnhancerDescription
 from bus.storage import ObjectStore
 from bus.tasks import TaskStore
 
 from . import metrics
 from .engines import available_engines, pick_device
+from .engines.registry import capabilities_of
 from .presence import Presence
 from .settings import EnhancerSettings
 from .worker import Worker
@@ -47,20 +46,6 @@ async def serve(settings: EnhancerSettings, stop: asyncio.Event) -> int:
         kv = await wait_for_resources(nc.jetstream())
         store = ObjectStore(settings.s3)
         worker = Worker(settings, nc, TaskStore(kv), store, device=device, engines=engines)
-
-        def describe() -> EnhancerDescription:
-            return EnhancerDescription(worker_id=settings.worker_id, engines=engines, device=str(device),
-                                       capacity=settings.concurrency, in_flight=worker.counters.in_flight,
-                                       version=__version__)
-
-        async def on_describe(req: Request) -> None:
-            await req.respond(describe().encode(), headers={subjects.TYPE_HEADER: EnhancerDescription.TYPE})
-
-        def stats(_: EndpointStats) -> dict[str, Any]:
-            c = worker.counters
-            return {"worker_id": settings.worker_id, "capacity": settings.concurrency, "in_flight": c.in_flight,
-                    "jobs_done": c.done, "jobs_failed": c.failed, "device": str(device)}
-
         js = nc.jetstream()
         presence = Presence(await js.key_value(subjects.ENHANCERS_BUCKET), worker_id=settings.worker_id,
                             heartbeat=settings.heartbeat, device=device, engines=engines,
@@ -68,13 +53,13 @@ async def serve(settings: EnhancerSettings, stop: asyncio.Event) -> int:
                             counters=lambda: (worker.counters.in_flight, worker.counters.done, worker.counters.failed))
         service = await add_service(
             nc, name=subjects.ENHANCER_SERVICE, version=__version__,
-            description="PhotoEnhanceAI enhancer (Real-ESRGAN, GFPGAN)",
+            description=f"PhotoEnhanceAI enhancer ({', '.join(engines)})",
             metadata={"worker_id": settings.worker_id, "device": str(device), "engines": ",".join(engines),
-                      "capacity": str(settings.concurrency)},
-            queue_group=subjects.ENHANCER_QUEUE, stats_handler=stats,
+                      "capabilities": ",".join(capabilities_of(engines)), "capacity": str(settings.concurrency)},
+            queue_group=subjects.ENHANCER_QUEUE,
         )
-        await service.add_endpoint(name="describe", subject=subjects.ENHANCER_DESCRIBE, handler=on_describe)
-        log.info("enhancer %s ready on %s with engines %s", settings.worker_id, device, engines)
+        log.info("enhancer %s ready on %s with engines %s (%s)", settings.worker_id, device, engines,
+                 ", ".join(worker.capabilities))
         finished = asyncio.Event()
         beating = asyncio.create_task(presence.run(stop, finished))
         try:

@@ -10,6 +10,8 @@ from typing import Any
 
 from bus.settings import NatsSettings, S3Settings, SettingsError, TaskSettings, env, env_float, env_int
 
+from .engines.registry import benchmark_engines
+
 DEFAULT_MODEL_DIR = Path(os.path.expanduser("~/.cache/photoenhance/models"))
 
 
@@ -47,7 +49,8 @@ class EnhancerSettings:
     #: CUDA and 7200 on a CPU (a 20-megapixel ×4 job takes about 90 minutes on two cores): it bounds jobs that
     #: would otherwise be held forever, not legitimate ones. ``ENHANCER_JOB_DEADLINE=auto|seconds``.
     job_deadline: float | None = None
-    #: Benchmarks only: run every job on this engine ("bench-resize"), whatever the job asks.
+    #: Benchmarks only: run every job on this benchmark engine (``benchmark_only`` in the registry), whatever
+    #: the job asks. ``ENHANCER_ENGINE``.
     engine_override: str | None = None
     #: Port of the Prometheus ``/metrics`` endpoint (0: off) and the address it binds.
     metrics_port: int = 0
@@ -65,8 +68,8 @@ class EnhancerSettings:
             raise SettingsError("ENHANCER_CONCURRENCY must be auto or at least 1")
         if self.max_input_pixels < 1:
             raise SettingsError("MAX_INPUT_MEGAPIXELS must be positive")
-        if self.engine_override not in (None, "bench-resize"):
-            raise SettingsError("ENHANCER_ENGINE may only be 'bench-resize' (benchmarks)")
+        if self.engine_override is not None and self.engine_override not in benchmark_engines():
+            raise SettingsError(f"ENHANCER_ENGINE may only name a benchmark engine: {', '.join(benchmark_engines())}")
         if self.prefetch not in (None, 0, 1):
             raise SettingsError("ENHANCER_PREFETCH must be auto, 0 or 1")
         if self.drain_timeout <= 0:

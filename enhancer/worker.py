@@ -6,6 +6,11 @@ one of its slots can take it, so work goes to free capacity by construction; an 
 is redelivered to another worker after ``ack_wait`` when its worker dies; and ``in_progress()``
 keeps a long job from being redelivered while its worker is alive.
 
+Why a consumer per capability: a job waits on the subject of the capability it needs (``bus.capabilities``),
+and a worker pulls only from the consumers of the capabilities its engines have (the engine registry says
+which), so a job that needs faces restored is never claimed by a worker that cannot restore them. A worker
+with several capabilities takes a job already waiting for the scarcer one first (see :meth:`Worker._next_job`).
+
 Why a pipeline: a job is fetch (S3) → decode → engine → encode → store (S3). Only the engine
 needs the slot's model; the rest is I/O or codec work. Done in one thread, the model sits idle
 during all of it (on a GPU that is a large share: encoding a 16 MP JPEG takes about as long
@@ -58,18 +63,24 @@ import nats.errors
 from nats.aio.msg import Msg
 
 from bus import retrying, subjects
-from bus.schemas import COMPLETED, FAILED, PROCESSING, QUEUED, EnhanceJob, TaskEvent, TaskState
+from bus.capabilities import DESCRIPTIONS, needed
+from bus.schemas import COMPLETED, FAILED, PROCESSING, QUEUED, EnhanceJob, JobResult, TaskEvent, TaskState
 from bus.storage import ObjectMissing, ObjectStore, ObjectTooLarge, StorageError, display_name, output_key
 from bus.tasks import TaskStore
 
 from . import metrics
 from .engines import Engine, EngineError, create_engine, use_own_cuda_stream
-from .engines import EnhanceOptions as EngineOptions
+from .engines.registry import REGISTRY, engines_by_capability, get
 from .imaging import ImageError, decode, encode, upscale_alpha
 from .progress import Reporter
 from .settings import EnhancerSettings
 
 log = logging.getLogger(__name__)
+
+#: Seconds one pull waits for a job (a worker with one consumer; several share it, see ``Worker._next_job``).
+FETCH_WAIT = 1.0
+#: Seconds a pull that only asks whether a job is already waiting lasts: long enough for the server's answer.
+PROBE_WAIT = 0.1
 
 
 class PermanentFailure(Exception):
@@ -167,9 +178,10 @@ class Slot:
     def engine(self, name: str) -> Engine:
         """Load lazily, in the slot's thread (called from inside the executor)."""
         if name not in self._engines:
-            # GFPGAN's background upsampler is this slot's Real-ESRGAN: one copy of those weights.
-            background = self.engine("realesrgan") if name == "gfpgan" else None
-            self._engines[name] = create_engine(name, self._settings.model_dir, self._device, background=background,
+            # The engines it builds on are this slot's own (GFPGAN's background upsampler is the slot's
+            # Real-ESRGAN): one copy of their weights per slot.
+            needs = {dependency: self.engine(dependency) for dependency in get(name).needs}
+            self._engines[name] = create_engine(name, self._settings.model_dir, self._device, needs=needs,
                                                 max_faces=self._settings.max_faces)
         return self._engines[name]
 
@@ -233,9 +245,10 @@ class Counters:
 
 
 class Worker:
-    """Runs jobs from the shared consumer with ``settings.concurrency`` slots.
+    """Runs jobs from the consumers of its capabilities with ``settings.concurrency`` slots.
 
-    ``settings`` must already be resolved for ``device`` (:meth:`EnhancerSettings.for_device`).
+    ``settings`` must already be resolved for ``device`` (:meth:`EnhancerSettings.for_device`); ``engines``
+    are the registry's engines this worker can run (``ENHANCER_ENGINE``: that benchmark engine alone).
     """
 
     def __init__(
@@ -254,6 +267,9 @@ class Worker:
         self.tasks = tasks
         self.store = store
         self.engines = engines
+        #: The engine that serves each capability here; its keys, scarcest first, are what this worker pulls.
+        self.routes = engines_by_capability(engines)
+        self.capabilities = list(self.routes)
         self.device = device
         self.counters = Counters()
         self.prefetch: int = settings.prefetch  # type: ignore[assignment]  # resolved by for_device
@@ -279,15 +295,16 @@ class Worker:
     # --- the loop --------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
         """Fetch while not stopped; then let the jobs in hand finish (drain) and return."""
-        sub = await self.js.pull_subscribe_bind(durable=subjects.JOBS_CONSUMER, stream=subjects.JOBS_STREAM)
-        log.info("worker %s: taking jobs with %d slot(s), prefetching %d job(s) per slot",
-                 self.settings.worker_id, len(self._all_slots), self.prefetch)
+        subs = [await self.js.pull_subscribe_bind(durable=subjects.jobs_consumer(c), stream=subjects.JOBS_STREAM)
+                for c in self.capabilities]
+        log.info("worker %s: taking jobs that need %s with %d slot(s), prefetching %d job(s) per slot",
+                 self.settings.worker_id, " or ".join(self.capabilities), len(self._all_slots), self.prefetch)
         try:
             while not stop.is_set():
                 slot = await self._next_slot(stop)
                 if slot is None:
                     break
-                msg = await self._fetch(sub, stop)
+                msg = await self._next_job(subs, stop)
                 if msg is None:
                     self._slots.put_nowait(slot)
                     continue
@@ -312,10 +329,11 @@ class Worker:
                     task.cancel()
                 await asyncio.gather(*late, return_exceptions=True)
             self.handed_back = len(late) + overran
-            try:
-                await sub.unsubscribe()
-            except Exception as e:  # connection may already be gone
-                log.debug("unsubscribe failed: %s", e)
+            for sub in subs:
+                try:
+                    await sub.unsubscribe()
+                except Exception as e:  # connection may already be gone
+                    log.debug("unsubscribe failed: %s", e)
             for slot in self._all_slots:  # an engine still busy with a handed-back job is not waited for
                 slot.close(wait=not self.handed_back)
             self._codec.shutdown(wait=not self.handed_back, cancel_futures=True)
@@ -334,9 +352,28 @@ class Worker:
         getter.cancel()
         return None
 
-    async def _fetch(self, sub, stop: asyncio.Event) -> Msg | None:
+    async def _next_job(self, subs: list[Any], stop: asyncio.Event) -> Msg | None:
+        """One job for one free slot from the consumers ``subs`` (scarcest capability first), or ``None``.
+
+        With one consumer it is one pull that waits up to ``FETCH_WAIT``. With several, a job already waiting
+        on any of them is taken first, in their order (a short pull on each): a worker that can restore faces
+        takes a waiting face job before a plain one, yet never idles while a plain one waits. Only when none
+        waits does it linger on each in turn, sharing ``FETCH_WAIT``.
+        """
+        if len(subs) == 1:
+            return await self._fetch(subs[0], stop)
+        for wait in (PROBE_WAIT, FETCH_WAIT / len(subs)):
+            for sub in subs:
+                if stop.is_set():
+                    return None
+                msg = await self._fetch(sub, stop, wait)
+                if msg is not None:
+                    return msg
+        return None
+
+    async def _fetch(self, sub: Any, stop: asyncio.Event, wait: float = FETCH_WAIT) -> Msg | None:
         try:
-            msgs = await sub.fetch(1, timeout=1.0)
+            msgs = await sub.fetch(1, timeout=wait)
         except (TimeoutError, nats.errors.TimeoutError):
             return None
         except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError) as e:
@@ -407,8 +444,10 @@ class Worker:
             await msg.ack()
             return
 
+        # The subject says what the job needs; a job on the legacy subject says it with its options alone.
+        capability = subjects.job_capability(msg.subject) or needed(job.options, self.capabilities)
         try:
-            result = await self._enhance_in_time(job, admission, attempt)
+            result = await self._enhance_in_time(job, capability, admission, attempt)
         except PermanentFailure as e:
             await self._fail(job, attempt, str(e))
             await msg.ack()
@@ -428,12 +467,13 @@ class Worker:
         await self._complete(job, attempt, started, result)
         await msg.ack()
 
-    async def _enhance_in_time(self, job: EnhanceJob, admission: Admission, attempt: int) -> dict[str, Any]:
+    async def _enhance_in_time(self, job: EnhanceJob, capability: str, admission: Admission,
+                               attempt: int) -> JobResult:
         """:meth:`_enhance`, given up (cancelled) once it has run ``job_deadline`` seconds of its own."""
         loop = asyncio.get_running_loop()
         limit: float = self.settings.job_deadline  # type: ignore[assignment]  # resolved by for_device
         engine_progress = _Progress()
-        work = asyncio.ensure_future(self._enhance(job, admission, attempt, engine_progress))
+        work = asyncio.ensure_future(self._enhance(job, capability, admission, attempt, engine_progress))
         begun = loop.time()
         try:
             while (left := begun + admission.waited + limit - loop.time()) > 0:
@@ -450,8 +490,8 @@ class Worker:
         log.warning("task %s: attempt %d took longer than %g s; giving it up", job.task_id, attempt, limit)
         raise DeadlineExceeded(f"Enhancing this photo took longer than the {limit:g}-second limit per attempt.")
 
-    async def _enhance(self, job: EnhanceJob, admission: Admission, attempt: int,
-                       engine_progress: _Progress) -> dict[str, Any]:
+    async def _enhance(self, job: EnhanceJob, capability: str, admission: Admission, attempt: int,
+                       engine_progress: _Progress) -> JobResult:
         """fetch → decode → [engine] → encode → store; only the engine step uses the slot's thread.
 
         ``engine_progress`` is the engine's progress callback; once it is abandoned, the attempt's
@@ -478,10 +518,7 @@ class Worker:
         timings["fetch"] = time.perf_counter() - t
         await reporter.report("fetched")
 
-        engine_name = self._choose_engine(job)
-        opts = job.options()
-        engine_opts = EngineOptions(scale=opts.scale, quality=opts.quality, tile_size=opts.tile_size,
-                                    face_enhance=engine_name == "gfpgan")
+        engine_name = self._engine_for(capability, job)
 
         t = time.perf_counter()
         with _as_failure(job, "decoding"):
@@ -499,7 +536,7 @@ class Worker:
             start = time.perf_counter()
             timings["wait"] = start - ready  # a prefetched job waits here for the previous one's engine
             engine = slot.engine(engine_name)
-            result = engine.enhance(decoded.rgb, engine_opts, engine_progress)
+            result = engine.enhance(decoded.rgb, job.options, engine_progress)
             timings["engine"] = time.perf_counter() - start
             return result
 
@@ -537,28 +574,40 @@ class Worker:
         timings["store"] = time.perf_counter() - t
         await reporter.report("stored")
         await reporter.flush()
-        return {"output_key": key, "output_name": name, "output_content_type": ctype, "output_size": len(body),
-                "output_width": width, "output_height": height, "engine": f"{result.engine}:{result.model}",
-                "faces": result.faces, "timings": {k: round(v, 4) for k, v in timings.items()}}
+        return JobResult(output_key=key, output_name=name, output_content_type=ctype, output_size=len(body),
+                         output_width=width, output_height=height, engine=f"{result.engine}:{result.model}",
+                         faces=result.faces, timings={k: round(v, 4) for k, v in timings.items()})
 
-    def _choose_engine(self, job: EnhanceJob) -> str:
-        if self.settings.engine_override:
-            return self.settings.engine_override
-        if job.face_enhance is True and "gfpgan" not in self.engines:
-            raise PermanentFailure("Face restoration is not available on this service: the GFPGAN weights are "
-                                   "not installed (operators: run `photoenhance models fetch`).")
-        return "gfpgan" if job.face_enhance is not False and "gfpgan" in self.engines else "realesrgan"
+    def _engine_for(self, capability: str, job: EnhanceJob) -> str:
+        """The engine that serves ``capability`` here, for the scale and quality ``job`` asks.
+
+        A worker pulls only the jobs of its capabilities, so a missing one means a job from the legacy subject
+        (every worker pulls it) that asks for faces of a worker without face weights: failed with a sentence,
+        as such a job always was.
+        """
+        name = self.routes.get(capability)
+        if name is None:
+            weights = sorted({w for spec in REGISTRY.values() if capability in spec.capabilities for w in spec.weights})
+            raise PermanentFailure(
+                f"{DESCRIPTIONS[capability].capitalize()} is not available on this service: the weights it needs "
+                f"({', '.join(weights) or 'none'}) are not installed (operators: run `photoenhance models fetch`).")
+        spec = get(name)
+        if not spec.supports(job.options):
+            raise PermanentFailure(f"The {name} engine cannot enhance at scale {job.options.scale} with quality "
+                                   f"{job.options.quality!r}.")
+        return name
 
     # --- recording -------------------------------------------------------------------------------
     async def _record(self, task_id: str, attempt: int, *, unless: Callable[[], bool] = lambda: False,
-                      **changes: Any) -> TaskState | None:
-        """Write the record unless it is final or a later attempt owns it."""
+                      then: Callable[[TaskState], TaskState] | None = None, **changes: Any) -> TaskState | None:
+        """Write the record unless it is final or a later attempt owns it: ``changes``, or what ``then`` makes
+        of it."""
         now = time.time()
 
         def change(s: TaskState) -> TaskState | None:
             if s.final or s.attempts > attempt or unless():
                 return None
-            return s.replace(updated_at=now, **changes)
+            return then(s) if then is not None else s.replace(updated_at=now, **changes)
 
         return await self.tasks.update(task_id, change)
 
@@ -567,22 +616,22 @@ class Worker:
             subjects.MSG_ID_HEADER: event.dedup_id, subjects.TYPE_HEADER: TaskEvent.TYPE}),
             what=f"task {event.task_id}: publish {event.kind}", budget=30)
 
-    async def _complete(self, job: EnhanceJob, attempt: int, started: float, result: dict[str, Any]) -> None:
+    async def _complete(self, job: EnhanceJob, attempt: int, started: float, result: JobResult) -> None:
         now = time.time()
         processing_time = round(now - started, 3)
         # The fact first (de-duplicated), then the record: a crash in between re-runs the job,
         # and the repeated fact is dropped by JetStream, so billing sees it once.
         await self._publish_event(TaskEvent(task_id=job.task_id, kind=COMPLETED, at=now, owner=job.owner,
-                                            engine=result["engine"], processing_time=processing_time))
-        await self._record(job.task_id, attempt, status=COMPLETED, stage=COMPLETED, progress=1.0,
-                           message="Enhancement completed", finished_at=now, processing_time=processing_time,
-                           **result)
+                                            engine=result.engine, processing_time=processing_time))
+        await self._record(job.task_id, attempt, then=lambda s: s.completed(result, at=now,
+                                                                           processing_time=processing_time))
         self.counters.done += 1
         metrics.JOBS.labels("completed").inc()
-        for stage, seconds in result["timings"].items():
+        for stage, seconds in result.timings.items():
             metrics.STAGE.labels(stage).observe(seconds)
         metrics.record_gpu_memory(self.device)
-        log.info("task %s: completed in %.2fs (%s)", job.task_id, processing_time, result["timings"])
+        log.info("task %s: completed in %.2fs by %s (%s)", job.task_id, processing_time, result.engine,
+                 result.timings)
 
     async def _fail(self, job: EnhanceJob, attempt: int, reason: str) -> None:
         now = time.time()

@@ -1,9 +1,11 @@
 """``photoenhance bootstrap``: declare what the services use, with the admin identity, before they start.
 
-Streams, the jobs consumer, billing's ledger consumer, the KV buckets and the S3 bucket (with its
-expiry rules) are created here, not by the services: a service's credential cannot create, delete or
-purge any of them, so a stolen one cannot either. Idempotent; ``photoenhance up``, the test stacks and
-compose's ``bootstrap`` service run it at every start (a changed TASK_ACK_WAIT or retention is applied).
+Streams, the jobs consumers (one per capability a job may need, ``bus.connection``; the single consumer
+of buses declared before that is removed, its jobs kept), billing's ledger consumer, the KV buckets and
+the S3 bucket (with its expiry rules) are created here, not by the services: a service's credential
+cannot create, delete or purge any of them, so a stolen one cannot either. Idempotent; ``photoenhance up``,
+the test stacks and compose's ``bootstrap`` service run it at every start (a changed TASK_ACK_WAIT or
+retention is applied).
 """
 
 from __future__ import annotations

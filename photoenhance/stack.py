@@ -40,21 +40,39 @@ def wait_until(check: Callable[[], object], timeout: float, what: str, interval:
                          (f" (last error: {last_error!r})" if last_error else ""))
 
 
+def stop_all(processes: list[ServiceProcess], timeout: float = 60) -> None:
+    """SIGTERM every process at once (each drains in parallel), then wait for all of them."""
+    for p in processes:
+        if p.alive:
+            assert p.proc is not None
+            p.proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for p in processes:
+        if p.proc is not None:
+            p.wait(max(0.1, deadline - time.monotonic()))
+
+
 @dataclass
 class ServiceProcess:
-    """One ``photoenhance <role>`` process with its own credentials and log file."""
+    """One ``photoenhance <role>`` process with its own credentials; its output goes to ``log_path``, or
+    to the parent's terminal when there is none (``photoenhance up``)."""
 
     role: str
     env: dict[str, str]
-    log_path: Path
+    log_path: Path | None = None
+    cwd: Path = ROOT
     proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> ServiceProcess:
+        env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
+        args = [sys.executable, "-m", "photoenhance", self.role]
+        if self.log_path is None:
+            self.proc = subprocess.Popen(args, cwd=self.cwd, env=env, stdin=subprocess.DEVNULL)
+            return self
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "photoenhance", self.role], cwd=ROOT,
-                                         env={**os.environ, **self.env, "PYTHONUNBUFFERED": "1"},
-                                         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            self.proc = subprocess.Popen(args, cwd=self.cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL)
         return self
 
     @property
@@ -62,12 +80,18 @@ class ServiceProcess:
         return self.proc is not None and self.proc.poll() is None
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        path = self.log_path
+        return path.read_text(errors="replace") if path is not None and path.exists() else ""
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int | None:
         if not self.alive:
             return self.proc.returncode if self.proc else None
         self.proc.send_signal(sig)
+        return self.wait(timeout)
+
+    def wait(self, timeout: float) -> int:
+        """The exit code, killing the process if it is not gone within ``timeout`` seconds."""
+        assert self.proc is not None
         try:
             return self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -138,6 +162,4 @@ class Stack:
                 if "permissions violation" in line.lower()]
 
     def stop(self) -> None:
-        for p in [*self.enhancers, self.edge]:
-            if p is not None:
-                p.stop()
+        stop_all([*self.enhancers, *([self.edge] if self.edge else [])])

@@ -12,7 +12,6 @@ import json
 import os
 import secrets
 import signal
-import subprocess
 import sys
 import time
 import urllib.request
@@ -23,6 +22,7 @@ from .bootstrap import BootstrapError, run_bootstrap
 from .credentials import save_endpoints
 from .identity import Identity
 from .servers import EmbeddedNats, EmbeddedS3, ServerError
+from .stack import ServiceProcess, stop_all, wait_until
 
 SERVICES = ("edge", "enhancer", "billing")
 
@@ -47,33 +47,19 @@ def _service_env(nats: EmbeddedNats | None, s3: EmbeddedS3 | None, role: str, da
     return env
 
 
-def _wait_healthy(url: str, procs: dict[str, subprocess.Popen[bytes]], timeout: float = 300) -> None:
+def _wait_healthy(url: str, procs: list[ServiceProcess], timeout: float = 300) -> None:
     """Until the edge reports every part healthy, an enhancer included (loading torch takes a while)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for name, proc in procs.items():
-            if proc.poll() is not None:
-                raise ServerError(f"{name} exited with code {proc.returncode} while starting")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if json.load(r).get("status") == "healthy":
-                    return
-        except (OSError, ValueError):
-            pass
-        time.sleep(0.3)
-    raise ServerError(f"the service was not healthy at {url} within {timeout:.0f}s")
+    def healthy() -> bool:
+        for p in procs:
+            if not p.alive:
+                raise ServerError(f"{p.role} exited with code {p.proc.returncode if p.proc else '?'} while starting")
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return json.load(r).get("status") == "healthy"
 
-
-def _stop(procs: dict[str, subprocess.Popen[bytes]], timeout: float = 60) -> None:
-    for proc in procs.values():
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    for proc in procs.values():
-        try:
-            proc.wait(max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    try:
+        wait_until(healthy, timeout, f"the service at {url} to be healthy", interval=0.3)
+    except AssertionError as e:
+        raise ServerError(str(e)) from None
 
 
 def admin_token(data_dir: Path) -> str:
@@ -99,7 +85,7 @@ def run_all(*, port: int, data_dir: Path, host: str = "127.0.0.1") -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    procs: dict[str, subprocess.Popen[bytes]] = {}
+    procs: list[ServiceProcess] = []
     with ExitStack() as stack:
         nats = s3 = None
         if not os.environ.get("NATS_URL"):
@@ -117,16 +103,17 @@ def run_all(*, port: int, data_dir: Path, host: str = "127.0.0.1") -> int:
                 env = _service_env(nats, s3, name, data_dir)
                 if name == "edge":
                     env |= {"EDGE_PORT": str(port), "EDGE_HOST": host, "ADMIN_TOKEN": token}
-                procs[name] = subprocess.Popen([sys.executable, "-m", "photoenhance", name], env=env)
+                procs.append(ServiceProcess(name, env, cwd=Path.cwd()).start())
             url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
             print("starting the edge, an enhancer and billing…", flush=True)
             _wait_healthy(f"{url}/api/v1/health", procs)
             print(f"\nPhotoEnhanceAI is running: open {url}/  (API docs: {url}/docs). Ctrl-C stops it.\n"
                   f"Admin token (for `photoenhance servers`): in {data_dir / 'admin-token'}\n", flush=True)
             while not stop["now"]:
-                for name, proc in procs.items():
-                    if proc.poll() is not None:
-                        print(f"{name} exited with code {proc.returncode}; stopping", file=sys.stderr)
+                for p in procs:
+                    if not p.alive:
+                        print(f"{p.role} exited with code {p.proc.returncode if p.proc else '?'}; stopping",
+                              file=sys.stderr)
                         stop["now"] = True
                 time.sleep(0.5)
         except (ServerError, BootstrapError) as e:
@@ -134,5 +121,5 @@ def run_all(*, port: int, data_dir: Path, host: str = "127.0.0.1") -> int:
             return 1
         finally:
             print("stopping…", flush=True)
-            _stop(procs)
+            stop_all(procs)
     return 0

@@ -8,7 +8,6 @@ Nothing here is mocked: the services connect with their own role credentials, ex
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -18,20 +17,7 @@ from nats.aio.client import Client
 import nats
 from photoenhance.servers import EmbeddedNats, EmbeddedS3
 
-from .support import Stack
-
-ADMIN_TOKEN = "test-admin-token-0123456789abcdef"
-
-#: Settings that make the fault tests quick: a dead worker's job is redelivered after 4 s.
-TEST_ENV = {"TASK_ACK_WAIT": "4", "MAX_UPLOAD_MB": "5", "MAX_INPUT_MEGAPIXELS": "4", "SYNC_TIMEOUT": "120",
-            "ENHANCER_CONCURRENCY": "1", "ENHANCER_HEARTBEAT": "1", "ADMIN_TOKEN": ADMIN_TOKEN,
-            # The suite sends bursts from one address; test_limits.py checks the limits themselves.
-            "RATE_LIMIT_ENHANCE": "10000/60", "RATE_LIMIT_ACCOUNT": "10000/60",
-            # Likewise for the visitors' daily quota (tests/billing/test_anonymous.py checks it)
-            # and the open-connection limits (tests/test_neighbours.py checks them).
-            "BILLING_ANONYMOUS_DAILY": "0",
-            **{f"EDGE_{pool}{scope}": "10000" for pool in ("STREAMS", "DOWNLOADS", "READS", "UPLOADS")
-               for scope in ("", "_PER_CLIENT")}}
+from .support import TEST_ENV, Stack, private_stack
 
 
 @pytest.fixture(scope="session")
@@ -67,19 +53,6 @@ def stack(nats_server: EmbeddedNats, s3_server: EmbeddedS3, model_dir: Path,
     assert not s.permission_violations()
 
 
-@contextmanager
-def private_stack(root: Path, model_dir: Path, enhancer: str) -> Iterator[Stack]:
-    """Servers of its own plus the edge and one enhancer, so that breaking them disturbs no other test."""
-    with EmbeddedNats(root / "nats") as nats_server, EmbeddedS3(root / "s3") as s3:
-        s = Stack(nats=nats_server, s3=s3, root=root, model_dir=model_dir, extra_env=dict(TEST_ENV))
-        try:
-            s.start_edge()
-            s.start_enhancer(enhancer)
-            yield s
-        finally:
-            s.stop()
-
-
 @pytest.fixture
 def own_stack(tmp_path: Path, model_dir: Path) -> Iterator[Stack]:
     with private_stack(tmp_path, model_dir, "own-worker") as s:
@@ -100,3 +73,25 @@ async def admin_nc(nats_server: EmbeddedNats) -> AsyncIterator[Client]:
         yield nc
     finally:
         await nc.close()
+
+
+#: What makes a test slow: a real server (nats-server, S3, service processes) started for it.
+_SERVER_FIXTURES = {"nats_server", "s3_server", "own_stack"}
+_STARTS_SERVERS = ("EmbeddedNats(", "EmbeddedS3(", "EmbeddedNatsCluster(", "private_stack(", "running_billing(",
+                   '"photoenhance", "up"')
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Fast tests first: those that need no server run before every test that starts one, so a broken
+    rule fails within seconds. (A stable sort: each group keeps its order, module fixtures included.)"""
+    starts: dict[Path, bool] = {}
+
+    def needs_servers(item: pytest.Item) -> bool:
+        if _SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            return True
+        path = Path(str(item.fspath))
+        if path not in starts:
+            starts[path] = any(s in path.read_text(errors="replace") for s in _STARTS_SERVERS)
+        return starts[path]
+
+    items.sort(key=needs_servers)

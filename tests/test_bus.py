@@ -5,13 +5,13 @@ from __future__ import annotations
 import msgpack
 import pytest
 
-from bus import subjects
+from bus import capabilities, subjects
 from bus.codec import SchemaError
-from bus.schemas import EnhanceJob, TaskState
+from bus.schemas import EnhanceJob, EnhanceOptions, TaskState
 
 
 def test_job_round_trips_and_ignores_unknown_fields() -> None:
-    job = EnhanceJob(task_id="a" * 32, input_key="inputs/x/y.jpg", input_name="y.jpg", scale=2)
+    job = EnhanceJob(task_id="a" * 32, input_key="inputs/x/y.jpg", input_name="y.jpg", options=EnhanceOptions(scale=2))
     assert EnhanceJob.decode(job.encode()) == job
     newer = {**job.to_dict(), "priority": 5}
     assert EnhanceJob.from_dict(newer) == job
@@ -27,10 +27,16 @@ def test_job_round_trips_and_ignores_unknown_fields() -> None:
     msgpack.packb({"type": "pe.v1.enhance_job", "task_id": "t", "input_key": "k", "input_name": "n", "scale": 3}),
     msgpack.packb({"type": "pe.v1.enhance_job", "task_id": "t", "input_key": "k", "input_name": "n",
                    "tile_size": True}),
+    msgpack.packb({"type": "pe.v2.enhance_job", "task_id": "t", "input_key": "k", "input_name": "n",
+                   "options": {"scale": 3}}),
+    msgpack.packb({"type": "pe.v2.enhance_job", "task_id": "t", "input_key": "k", "input_name": "n",
+                   "options": {"tile_size": "400"}}),
+    msgpack.packb({"type": "pe.v2.enhance_job", "task_id": "t", "input_key": "k", "input_name": "n",
+                   "options": [4, "high"]}),
 ])
 def test_malformed_messages_are_schema_errors(payload: bytes) -> None:
     with pytest.raises(SchemaError):
-        EnhanceJob.decode(payload, subject=subjects.JOBS_SUBJECT)
+        EnhanceJob.decode(payload, subject=subjects.jobs_subject(capabilities.UPSCALE))
 
 
 def test_task_state_rejects_unknown_status() -> None:

@@ -12,9 +12,7 @@ import pytest
 
 from photoenhance.servers import EmbeddedNatsCluster, EmbeddedS3
 
-from .conftest import TEST_ENV
-from .support import Stack, encode, photo, wait_until
-from .test_enhance_e2e import finish, submit
+from .support import TEST_ENV, Stack, encode, finish, photo, submit, wait_until
 
 
 @pytest.fixture

@@ -16,23 +16,7 @@ from PIL import Image
 from bus import subjects
 from bus.schemas import TaskProgress
 
-from .support import encode, photo, sharpness, wait_until
-
-
-def submit(http: httpx.Client, data: bytes, name: str, ctype: str = "image/jpeg", **params: str) -> str:
-    r = http.post("/api/v1/enhance", files={"file": (name, data, ctype)}, data=params)
-    assert r.status_code == 200, r.text
-    body = r.json()
-    assert body["status"] == "queued" and body["message"] and body["created_at"] > 0
-    return body["task_id"]
-
-
-def finish(http: httpx.Client, task_id: str, timeout: float = 240) -> dict:
-    def done() -> dict | None:
-        body = http.get(f"/api/v1/status/{task_id}").json()
-        return body if body["status"] in ("completed", "failed") else None
-
-    return wait_until(done, timeout, f"task {task_id} to finish", interval=0.2)
+from .support import encode, finish, photo, sharpness, submit
 
 
 def test_real_photo_is_enhanced_by_the_default_model(http: httpx.Client) -> None:
@@ -177,10 +161,15 @@ async def test_results_and_records_expire_after_the_retention(stack, admin_nc: C
     assert status.ttl == 24 * 3600
 
 
-def test_face_restoration_required_but_not_installed_fails_clearly(http: httpx.Client) -> None:
-    """face_enhance=true on a fleet without GFPGAN weights: a failed task with a reason, not a silent fallback."""
-    task_id = submit(http, encode(photo("astronaut", size=(32, 32))), "face.jpg", face_enhance="true")
-    status = finish(http, task_id)
-    assert status["status"] == "failed"
-    assert "Face restoration is not available" in status["error"] and "models fetch" in status["error"]
-    assert http.get(f"/api/v1/download/{task_id}").status_code == 400
+def test_face_restoration_required_but_not_installed_is_refused_at_once(http: httpx.Client) -> None:
+    """face_enhance=true on a fleet where no enhancer can restore faces: 503 with a reason, before anything is
+    stored or queued (no task that could only wait, or be failed by a worker that cannot do it); not a silent
+    fallback. Without it (auto) the same photo is upscaled."""
+    data = encode(photo("astronaut", size=(32, 32)))
+    r = http.post("/api/v1/enhance", files={"file": ("face.jpg", data, "image/jpeg")}, data={"face_enhance": "true"})
+    assert r.status_code == 503, r.text
+    error = r.json()["error"]
+    assert "Face restoration is not available" in error and "models fetch" in error
+    assert http.get("/api/v1/info").json()["capabilities"] == ["upscale"]
+    status = finish(http, submit(http, data, "face.jpg", scale="2", quality_level="fast", face_enhance="auto"))
+    assert status["status"] == "completed" and status["output"]["engine"].startswith("realesrgan:")

@@ -8,8 +8,7 @@ import threading
 
 import httpx
 
-from .support import encode, photo, wait_until
-from .test_enhance_e2e import finish, submit
+from .support import encode, finish, photo, submit, wait_until
 
 TINY = encode(photo("coffee", size=(24, 16)), quality=90)
 

@@ -21,9 +21,7 @@ from PIL import Image
 
 from enhancer.engines.gfpgan import WEIGHTS_FILE, gfpgan_arch
 
-from .conftest import private_stack
-from .support import encode, photo
-from .test_enhance_e2e import finish, submit
+from .support import encode, finish, photo, private_stack, submit
 
 
 @pytest.fixture(scope="module")

@@ -48,7 +48,7 @@ from bus.schemas import COMPLETED, FAILED, TaskState
 from bus.tasks import is_task_id
 from photoenhance.servers import EmbeddedNats, EmbeddedS3
 
-from .billing.conftest import FREE_DAILY, BillingStack, running_billing
+from .billing.support import FREE_DAILY, BillingStack, running_billing
 from .billing.wechat_standin import WeChatStandIn
 from .support import completed_facts, encode, photo, wait_until
 

@@ -8,8 +8,7 @@ import time
 import httpx
 import pytest
 
-from .support import Stack, encode, photo, wait_until
-from .test_enhance_e2e import finish, submit
+from .support import Stack, encode, finish, photo, submit, wait_until
 
 
 def tiny(i: int) -> bytes:

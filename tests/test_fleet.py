@@ -18,9 +18,7 @@ from nats.aio.client import Client
 from bus import subjects
 from photoenhance.servers import EmbeddedNats
 
-from .conftest import ADMIN_TOKEN, TEST_ENV
-from .support import ROOT, Stack, completed_facts, encode, photo, wait_until
-from .test_enhance_e2e import finish, submit
+from .support import ADMIN_TOKEN, ROOT, TEST_ENV, Stack, completed_facts, encode, finish, photo, submit, wait_until
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
@@ -43,6 +41,7 @@ def test_servers_view_needs_the_admin_token_in_the_header(http: httpx.Client) ->
     assert row["is_healthy"] and row["status"] == "healthy"
     assert row["device"] == "cpu" and row["device_name"].startswith("CPU (")
     assert row["engines"] == ["realesrgan"] and "RealESRGAN_x4plus" in row["models"]["realesrgan"]
+    assert row["capabilities"] == ["upscale"]  # what the edge routes by: no face weights, no face jobs
     assert row["capacity"] == 1 and row["uptime"] > 0 and row["last_seen"] < 3
     assert "ip" not in row and "port" not in row  # joining the bus is the registration
 

@@ -6,8 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .conftest import ADMIN_TOKEN
-from .support import Stack
+from .support import ADMIN_TOKEN, Stack
 
 
 def test_api_fuzzed_from_openapi_gives_no_server_error(stack: Stack, tmp_path: Path) -> None:

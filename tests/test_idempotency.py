@@ -14,8 +14,7 @@ from nats.js.kv import KeyValue
 from bus import subjects
 from edge import idempotency
 
-from .support import Stack, completed_facts, encode, photo
-from .test_enhance_e2e import finish
+from .support import Stack, completed_facts, encode, finish, photo
 
 PHOTO = encode(photo("coffee", size=(32, 24)), quality=90)
 

@@ -30,7 +30,7 @@ import httpx
 import pytest
 
 from .support import ServiceProcess, Stack
-from .test_hostile_corpus import CASES, Case
+from .support.corpus import CASES, Case
 
 pytestmark = pytest.mark.timeout(600)
 

@@ -9,9 +9,7 @@ import httpx
 
 from photoenhance.servers import EmbeddedNats, EmbeddedS3, free_port
 
-from .conftest import TEST_ENV
-from .support import Stack, encode, photo
-from .test_enhance_e2e import finish, submit
+from .support import TEST_ENV, Stack, encode, finish, photo, submit
 
 
 def value(text: str, pattern: str) -> float:

@@ -23,9 +23,7 @@ from bus.schemas import TaskProgress, TaskState
 from bus.tasks import TaskStore
 from photoenhance.servers import EmbeddedNats, EmbeddedS3
 
-from .conftest import TEST_ENV
-from .support import Stack, completed_facts, encode, photo, wait_until
-from .test_enhance_e2e import finish
+from .support import TEST_ENV, Stack, completed_facts, encode, finish, photo, wait_until
 
 DELAY = 1.5  # seconds each job spends in the engine
 
@@ -142,8 +140,8 @@ async def test_prefetched_job_is_kept_alive_and_redelivered_when_its_worker_dies
         # in_progress() keeps it, so it is neither redelivered nor done twice.
         await asyncio.to_thread(own_stack.start_enhancer, "rescuer", ENHANCER_PREFETCH="1", BENCH_ENGINE_DELAY="0")
         await asyncio.sleep(2 * float(TEST_ENV["TASK_ACK_WAIT"]))
-        info = await bus.jetstream().consumer_info(subjects.JOBS_STREAM, subjects.JOBS_CONSUMER)
-        assert info.num_ack_pending == 2 and info.num_redelivered == 0
+        infos = [await bus.jetstream().consumer_info(subjects.JOBS_STREAM, c) for c in subjects.JOBS_CONSUMERS]
+        assert sum(i.num_ack_pending for i in infos) == 2 and sum(i.num_redelivered for i in infos) == 0
         held = await records(bus, [running, waiting])
         assert [(r.worker, r.attempts, r.status) for r in held] == [("holder", 1, "processing")] * 2
 

@@ -9,11 +9,10 @@ import signal
 import httpx
 from nats.aio.client import Client
 
-from bus import subjects
+from bus import capabilities, subjects
 from bus.schemas import TaskEvent
 
-from .support import Stack, completed_facts, encode, photo, wait_until
-from .test_enhance_e2e import finish, submit
+from .support import Stack, completed_facts, encode, finish, photo, submit, wait_until
 
 #: x4plus on 9 tiles: long enough on 2 CPU cores to act in the middle of it.
 SLOW = {"tile_size": "32", "quality_level": "high"}
@@ -78,8 +77,9 @@ async def test_sigterm_drains_and_sigkill_is_recovered(stack: Stack, admin_nc: C
 
 async def test_poison_job_does_not_kill_the_worker(stack: Stack, admin_nc: Client) -> None:
     js = admin_nc.jetstream()
-    await js.publish(subjects.JOBS_SUBJECT, b"\xc1 not msgpack", headers={subjects.MSG_ID_HEADER: "poison-1"})
-    await js.publish(subjects.JOBS_SUBJECT, TaskEvent(task_id="x", kind="completed", at=0).encode(),
+    plain = subjects.jobs_subject(capabilities.UPSCALE)
+    await js.publish(plain, b"\xc1 not msgpack", headers={subjects.MSG_ID_HEADER: "poison-1"})
+    await js.publish(plain, TaskEvent(task_id="x", kind="completed", at=0).encode(),
                      headers={subjects.MSG_ID_HEADER: "poison-2"})
     async with httpx.AsyncClient(base_url=stack.url, timeout=30) as http:
         r = await http.post("/api/v1/enhance?quality_level=fast&scale=2",

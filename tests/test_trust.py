@@ -30,7 +30,8 @@ from .support import Stack
 
 STREAMS = (subjects.JOBS_STREAM, subjects.EVENTS_STREAM, f"KV_{subjects.TASKS_BUCKET}",
            f"KV_{subjects.ENHANCERS_BUCKET}")
-CONSUMERS = ((subjects.JOBS_STREAM, subjects.JOBS_CONSUMER), (subjects.EVENTS_STREAM, subjects.LEDGER_CONSUMER))
+CONSUMERS = (*((subjects.JOBS_STREAM, c) for c in subjects.JOBS_CONSUMERS),
+             (subjects.EVENTS_STREAM, subjects.LEDGER_CONSUMER))
 #: Each role's credential as the services use it, and a GPU host's own (minted like the CLI does).
 ROLES = {EDGE: "edge", BILLING: "billing", ENHANCER: "gpu-thief"}
 
@@ -146,7 +147,7 @@ async def test_an_enhancer_cannot_queue_jobs_or_speak_for_another_worker(attacke
                                                                          admin_nc: Client) -> None:
     before = await _streams(admin_nc)
     thief = attackers[ENHANCER]
-    for subject in (subjects.JOBS_SUBJECT, f"$KV.{subjects.ENHANCERS_BUCKET}.enhancer-1",
+    for subject in (*subjects.JOBS_SUBJECTS, f"$KV.{subjects.ENHANCERS_BUCKET}.enhancer-1",
                     f"$KV.{subjects.ENHANCERS_BUCKET}.gpu-thiefx", "$SRV.PING.billing", "pe.billing.pay.create",
                     subjects.task_event("credits_granted")):
         await thief.nc.publish(subject, b"forged")

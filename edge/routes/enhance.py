@@ -2,29 +2,28 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Header, Query, Request, UploadFile
-from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile as ReceivedFile
 
 from bus.schemas import EnhanceOptions, TaskState
-from bus.storage import display_name, input_key
 from bus.tasks import is_task_id, new_task_id
 
-from .. import dispatch, idempotency, options
+from .. import contract, idempotency, intake, options
+from ..contract import Accepted
+from ..credits import Payer
 from ..deps import ResourcesDep, client_address
 from ..errors import ApiError
-from ..images import inspect
 from ..resources import Resources
-from .wechat import release_use, reserve_use
 
 router = APIRouter(prefix="/api/v1", tags=["enhance"])
 
 OptionalStr = str | None
 
 
-@router.post("/enhance", summary="Enhance one photo (asynchronous: poll the status, then download)")
+@router.post("/enhance", summary="Enhance one photo (asynchronous: poll the status, then download)",
+             responses=contract.errors(400, 401, 402, 408, 409, 413, 415, 429, 503))
 async def enhance(
     request: Request, res: ResourcesDep,
     file: Annotated[UploadFile | None, File(description="The photo (JPEG, PNG, WebP, AVIF, BMP, TIFF)")] = None,
@@ -39,7 +38,7 @@ async def enhance(
     authorization: Annotated[OptionalStr, Header(description="Bearer <mini-program session>: uses its credits")] = None,
     idempotency_key: Annotated[OptionalStr, Header(
         alias=idempotency.HEADER, description="Sending again with the same key returns the same task")] = None,
-) -> dict[str, Any]:
+) -> Accepted:
     opts = options.parse(
         {"tile_size": tile_size, "quality_level": quality_level, "scale": scale, "face_enhance": face_enhance},
         {"tile_size": q_tile_size, "quality_level": q_quality_level, "scale": q_scale,
@@ -70,35 +69,16 @@ async def enhance(
 
 
 async def _accept(request: Request, res: Resources, file: UploadFile, opts: EnhanceOptions, task_id: str,
-                  authorization: str | None) -> dict[str, Any]:
-    """Check the photo, hold a use, store it and queue its job."""
-    settings = res.settings
+                  authorization: str | None) -> Accepted:
+    """The upload's bytes through the one intake (``edge/intake.py``)."""
     size = file.size if file.size is not None else _measure(file)
-    if size == 0:
-        raise ApiError(400, "The uploaded file is empty.")
-    if size > settings.max_upload_bytes:
-        raise ApiError(413, f"The upload is too large. The maximum size is "
-                            f"{settings.max_upload_bytes / (1024 * 1024):g} MB.")
-    info = await run_in_threadpool(inspect, file.file, max_pixels=settings.max_input_pixels)
-    await dispatch.require_enhancer(res)
-    await dispatch.require_room(res)
-
-    name = display_name(file.filename or f"image.{info.format.lower()}")
-    owner = await reserve_use(res, authorization, task_id, client_address(request))
-    key = input_key(task_id, name)
-    try:
-        await res.store.put_stream(key, file.file, size, info.content_type)  # StorageError → 503 (errors.py)
-        state = await dispatch.submit(res, task_id=task_id, input_key=key, input_name=name, input_size=size,
-                                      width=info.width, height=info.height, options=opts, owner=owner)
-    except BaseException as e:
-        await release_use(res, owner, task_id, f"not queued: {e}")
-        raise
+    photo = await intake.check(res, file.file, size, file.filename)
+    state = await intake.accept(res, photo, opts, Payer(authorization, client_address(request)), task_id=task_id)
     return _accepted(state)
 
 
-def _accepted(state: TaskState) -> dict[str, Any]:
-    return {"task_id": state.task_id, "status": state.status, "message": state.message,
-            "created_at": state.created_at}
+def _accepted(state: TaskState) -> Accepted:
+    return Accepted.model_validate(state, from_attributes=True)
 
 
 def _measure(file: UploadFile) -> int:

@@ -27,6 +27,7 @@ from bus import subjects
 from bus.codec import SchemaError
 from bus.schemas import TaskProgress, TaskState
 
+from .. import contract
 from ..deps import ResourcesDep
 from ..resources import Resources
 from .tasks import load_task, status_view
@@ -84,9 +85,13 @@ async def _positions(res: Resources, merged: _Merged) -> None:
 
 
 @router.get("/events/{task_id}", response_class=EventSourceResponse,
-            summary="Status and live progress of a task as server-sent events (ends after the final status)")
+            summary="Status and live progress of a task as server-sent events (ends after the final status)",
+            description="Events named `status` carry a TaskStatus (first, then on every change), events named "
+                        "`progress` a TaskProgress.", responses=contract.stream_errors(400, 404, 503))
 async def events(task: Annotated[TaskState, Depends(existing_task)],
-                 res: ResourcesDep) -> AsyncIterator[ServerSentEvent]:
+                 res: ResourcesDep) -> AsyncIterator[contract.TaskStatus | contract.TaskProgress]:
+    # The annotation names the events' data for the OpenAPI document; what is yielded are ServerSentEvents
+    # wrapping them (for the event names), which FastAPI sends as they are.
     merged = _Merged()
     task_id = task.task_id
     sub = await res.nc.subscribe(subjects.progress(task_id), cb=merged.on_progress)
@@ -106,9 +111,8 @@ async def events(task: Annotated[TaskState, Depends(existing_task)],
             if kind == "progress":
                 merged.progress_waiting -= 1
                 if not state.final:
-                    yield ServerSentEvent(event="progress", data={
-                        "task_id": task_id, "stage": item.stage, "progress": round(item.progress, 4),
-                        "message": item.message})
+                    yield ServerSentEvent(event="progress", data=contract.TaskProgress(
+                        task_id=task_id, stage=item.stage, progress=round(item.progress, 4), message=item.message))
                 continue
             if kind == "status":
                 state = item

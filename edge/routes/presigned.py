@@ -17,27 +17,25 @@ from __future__ import annotations
 
 import contextlib
 import io
-import secrets
 import time
 from datetime import timedelta
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
-from nats.js.errors import KeyWrongLastSequenceError
 from pydantic import BaseModel, Field
-from starlette.concurrency import run_in_threadpool
 
 from bus.schemas import COMPLETED
-from bus.storage import ObjectMissing, ObjectTooLarge, StorageError, display_name, input_key
+from bus.storage import ObjectMissing, ObjectTooLarge, StorageError, display_name
 
-from .. import dispatch, options, staging
+from .. import contract, dispatch, intake, options, staging
+from ..contract import PresignedUpload, ProcessedUpload, UnfinishedUpload
+from ..credits import Payer
 from ..deps import ResourcesDep, client_address
 from ..errors import ApiError
-from ..images import inspect
+from ..intake import too_large
 from ..resources import Resources
 from ..views import download_path
-from .wechat import release_use, reserve_use
 
 router = APIRouter(prefix="/api/v1", tags=["presigned upload"])
 
@@ -58,35 +56,37 @@ class ProcessRequest(BaseModel):
     face_enhance: bool | str | None = None
 
 
-def _too_large(limit: int) -> ApiError:
-    return ApiError(413, f"The upload is too large. The maximum size is {limit / (1024 * 1024):g} MB.")
-
-
 async def _discard(res: Resources, key: str) -> None:
     """Delete a staging object now (the janitor retries what fails here)."""
     with contextlib.suppress(StorageError):
         await res.store.remove(key)
 
 
-@router.post("/upload/presigned-url", summary="A presigned URL to PUT one photo to storage")
-async def presigned_url(res: ResourcesDep, body: PresignRequest | None = None) -> dict[str, Any]:
+@router.post("/upload/presigned-url", summary="A presigned URL to PUT one photo to storage",
+             responses=contract.errors(413, 429, 503))
+async def presigned_url(res: ResourcesDep, body: PresignRequest | None = None) -> PresignedUpload:
     settings = res.settings
     size = body.size if body else None
     if size is not None and size > settings.max_upload_bytes:
-        raise _too_large(settings.max_upload_bytes)
+        raise too_large(settings.max_upload_bytes)
     name = display_name((body.filename if body else None) or "photo.jpg")
     key = staging.new_key(name, size or settings.max_upload_bytes)
     expires = settings.upload_url_seconds
     url = await res.store.presigned_put(key, timedelta(seconds=expires), content_length=size)
-    return {"success": True, "presigned_url": url, "file_key": key, "cos_key": key, "method": "PUT",
-            "expires_in": expires, "max_size": size or settings.max_upload_bytes}
+    return PresignedUpload(success=True, presigned_url=url, file_key=key, cos_key=key, method="PUT",
+                           expires_in=expires, max_size=size or settings.max_upload_bytes)
 
 
-@router.post("/single-process-uploaded-image", summary="Enhance a photo uploaded with a presigned URL; waits")
+@router.post("/single-process-uploaded-image", summary="Enhance a photo uploaded with a presigned URL; waits",
+             response_model=ProcessedUpload,
+             responses={202: {"model": UnfinishedUpload, "description": "Still processing when the wait ended"},
+                        **contract.errors(400, 401, 402, 404, 413, 415, 429, 503),
+                        422: {"model": UnfinishedUpload | contract.ErrorBody,
+                              "description": "The enhancement failed, or the request was invalid"}})
 async def process_uploaded(
     request: Request, res: ResourcesDep, body: ProcessRequest,
     authorization: Annotated[str | None, Header(description="Bearer <mini-program session>: uses its credits")] = None,
-) -> JSONResponse:
+) -> ProcessedUpload | JSONResponse:
     started = time.perf_counter()
     key = body.file_key or body.cos_key
     if not key:
@@ -110,56 +110,45 @@ async def process_uploaded(
         if staged.bound < settings.max_upload_bytes:
             raise ApiError(413, f"The upload is larger than the {staged.bound} bytes this URL was issued for; "
                                 "it was deleted.") from e
-        raise _too_large(settings.max_upload_bytes) from e
+        raise too_large(settings.max_upload_bytes) from e
     except ObjectMissing as e:
         if await res.tasks.get(task_id) is not None:  # a concurrent request with this file_key took it
             return await _answer(res, task_id, started, time.perf_counter())
         raise ApiError(404, "Nothing was uploaded under this file_key (or it has expired).") from e
-    if not data:
-        raise ApiError(400, "The uploaded file is empty.")
-    info = await run_in_threadpool(inspect, io.BytesIO(data), max_pixels=settings.max_input_pixels)
+    photo = await intake.check(res, io.BytesIO(data), len(data), key.rsplit("/", 1)[-1])
     fetched = time.perf_counter()
-    await dispatch.require_enhancer(res)
-    await dispatch.require_room(res)
-    name = key.rsplit("/", 1)[-1]
-    owner = await reserve_use(res, authorization, task_id, client_address(request))
-    try:
-        # The checked bytes, under a key of this request's own: what the task processes is what was checked.
-        task_input = input_key(task_id, f"{secrets.token_hex(4)}-{name}")
-        await res.store.put_bytes(task_input, data, info.content_type)
-        await dispatch.submit(res, task_id=task_id, input_key=task_input, input_name=name, input_size=len(data),
-                              width=info.width, height=info.height, options=opts, owner=owner)
-    except KeyWrongLastSequenceError:  # a concurrent request with this file_key queued it first
-        return await _answer(res, task_id, started, fetched)
-    except BaseException as e:
-        if await res.tasks.get(task_id) is None:  # never release a use that a queued task holds
-            await release_use(res, owner, task_id, f"not queued: {e}")
-        raise
-    await _discard(res, key)
+    await intake.accept(res, photo, opts, Payer(authorization, client_address(request)), task_id=task_id)
+    await _discard(res, key)  # its bytes are the task's now (or, after a concurrent request, already were)
     return await _answer(res, task_id, started, fetched)
 
 
-async def _answer(res: Resources, task_id: str, started: float, fetched: float) -> JSONResponse:
+async def _answer(res: Resources, task_id: str, started: float, fetched: float) -> ProcessedUpload | JSONResponse:
     """Wait for the task and answer as the mini-program expects (the same for a repeated request)."""
     settings = res.settings
     final = await dispatch.wait_final(res, task_id, settings.sync_timeout)
     if final is None:
-        return JSONResponse(status_code=202, content={
-            "success": False, "task_id": task_id, "status": "processing",
-            "error": f"Still processing after {settings.sync_timeout:g} s; poll /api/v1/status/{task_id}."})
+        return _unfinished(202, UnfinishedUpload(
+            success=False, task_id=task_id, status="processing",
+            error=f"Still processing after {settings.sync_timeout:g} s; poll /api/v1/status/{task_id}."))
     if final.status != COMPLETED or not final.output_key:
-        return JSONResponse(status_code=422, content={"success": False, "task_id": task_id, "status": final.status,
-                                                      "error": final.error or "Enhancement failed."})
+        return _unfinished(422, UnfinishedUpload.model_validate({"success": False, "task_id": task_id,
+                                                                 "status": final.status,
+                                                                 "error": final.error or "Enhancement failed."}))
     url = await res.store.presigned_get(final.output_key, timedelta(seconds=settings.presign_seconds),
                                         filename=final.output_name)
     total = time.perf_counter() - started
-    return JSONResponse({
-        "success": True, "task_id": task_id, "status": final.status,
-        "cdn_url": url, "result_url": url, "download_url": download_path(task_id),
-        "width": final.output_width, "height": final.output_height, "size": final.output_size,
-        "content_type": final.output_content_type,
-        "download_time": round(fetched - started, 3),
-        "processing_time": final.processing_time,
-        "upload_time": final.timings.get("store"),
-        "total_time": round(total, 3),
-    })
+    return ProcessedUpload(
+        success=True, task_id=task_id, status="completed",
+        cdn_url=url, result_url=url, download_url=download_path(task_id),
+        width=final.output_width, height=final.output_height, size=final.output_size,
+        content_type=final.output_content_type,
+        download_time=round(fetched - started, 3),
+        processing_time=final.processing_time,
+        upload_time=final.timings.get("store"),
+        total_time=round(total, 3),
+    )
+
+
+def _unfinished(status_code: int, body: UnfinishedUpload) -> JSONResponse:
+    """An answer with another status than 200 (a returned model is always 200)."""
+    return JSONResponse(body.model_dump(mode="json"), status_code=status_code)

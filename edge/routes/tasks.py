@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
 from urllib.parse import quote
 
 from fastapi import APIRouter
@@ -12,12 +11,13 @@ from bus.schemas import COMPLETED, TaskState
 from bus.storage import ObjectMissing
 from bus.tasks import is_task_id
 
-from .. import dispatch
+from .. import contract, dispatch
+from ..contract import TaskStatus
+from ..credits import release_use
 from ..deps import ResourcesDep
 from ..errors import ApiError
 from ..resources import Resources
 from ..views import task_status
-from .wechat import release_use
 
 router = APIRouter(prefix="/api/v1", tags=["tasks"])
 
@@ -46,20 +46,21 @@ def content_disposition(filename: str) -> str:
     return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
 
 
-async def status_view(res: Resources, state: TaskState) -> dict[str, Any]:
+async def status_view(res: Resources, state: TaskState) -> TaskStatus:
     """The status JSON, with the place in line while the task waits."""
     return task_status(state, await dispatch.queue_position(res, state))
 
 
 @router.get("/status/{task_id}", summary="Where a task is: queued (and its place in line), processing (with "
-                                         "progress), completed or failed")
-async def status(task_id: str, res: ResourcesDep) -> dict[str, Any]:
+                                         "progress), completed or failed", responses=contract.errors(400, 404, 503))
+async def status(task_id: str, res: ResourcesDep) -> TaskStatus:
     return await status_view(res, await load_task(res, task_id))
 
 
 @router.post("/tasks/{task_id}/cancel", summary="Cancel a task that has not started yet",
-             responses={409: {"description": "The task has already started or finished"}})
-async def cancel(task_id: str, res: ResourcesDep) -> dict[str, Any]:
+             responses={**contract.errors(400, 404, 503),
+                        409: {"model": contract.ErrorBody, "description": "The task has already started or finished"}})
+async def cancel(task_id: str, res: ResourcesDep) -> TaskStatus:
     check_task_id(task_id)
     state = await dispatch.cancel(res, task_id)
     if state is None:
@@ -71,7 +72,10 @@ async def cancel(task_id: str, res: ResourcesDep) -> dict[str, Any]:
     return task_status(state)
 
 
-@router.get("/download/{task_id}", summary="The enhanced image", response_class=StreamingResponse)
+@router.get("/download/{task_id}", summary="The enhanced image", response_class=StreamingResponse,
+            responses={200: {"content": {"image/*": {"schema": {"type": "string", "format": "binary"}}},
+                             "description": "The image, with its real Content-Type, as an attachment"},
+                       **contract.errors(400, 404, 503)})
 async def download(task_id: str, res: ResourcesDep) -> StreamingResponse:
     state = await load_task(res, task_id)
     if state.status != COMPLETED or not state.output_key:

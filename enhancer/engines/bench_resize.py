@@ -13,10 +13,11 @@ import cv2
 import numpy as np
 
 from .base import EngineResult, EnhanceOptions, Progress
+from .registry import BENCH_RESIZE
 
 
 class BenchResizeEngine:
-    name = "bench-resize"
+    name = BENCH_RESIZE.name
 
     def __init__(self, delay: float = 0.0) -> None:
         #: Seconds each job takes on top of the resize (simulates a slower or faster GPU).
@@ -29,4 +30,4 @@ class BenchResizeEngine:
         if self.delay:
             time.sleep(self.delay)
         progress("upscaling", 1, 1)
-        return EngineResult(image=out, tiles=1, engine=self.name, model="lanczos (benchmark only)")
+        return EngineResult(image=out, tiles=1, engine=self.name, model=BENCH_RESIZE.models)

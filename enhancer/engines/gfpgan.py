@@ -27,11 +27,12 @@ from enhancer.engines.faces import (
     warp_face,
 )
 from enhancer.engines.realesrgan import RealESRGANEngine
+from enhancer.engines.registry import GFPGAN, GFPGAN_WEIGHTS
 from enhancer.weights import state_dict_from_checkpoint
 
 log = logging.getLogger(__name__)
 
-WEIGHTS_FILE = "GFPGANv1.4.pth"
+WEIGHTS_FILE = GFPGAN_WEIGHTS
 MODEL_NAME = "GFPGANv1.4"
 
 
@@ -57,7 +58,7 @@ class GFPGANEngine:
     instance; the detector (RetinaFace) keeps some, so one job at a time per instance.
     """
 
-    name = "gfpgan"
+    name = GFPGAN.name
 
     def __init__(
         self,

@@ -19,6 +19,7 @@ import torch
 from enhancer import weights
 from enhancer.engines._memory import SimulatedOOM, is_oom, release
 from enhancer.engines.base import EngineError, EngineResult, EnhanceOptions, Progress
+from enhancer.engines.registry import REALESRGAN
 from enhancer.engines.tiling import NonFiniteOutput, tile_grid, upscale_tiled
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,7 @@ class RealESRGANEngine:
     is redone in fp32 and fp16 stays off for this instance (that is a property of the card, not the job).
     """
 
-    name = "realesrgan"
+    name = REALESRGAN.name
 
     def __init__(
         self,
@@ -82,11 +83,6 @@ class RealESRGANEngine:
         self._lock = threading.Lock()
         #: Test hook: raise a (simulated) OOM for any tile whose edge exceeds this many input pixels.
         self.simulate_oom_above: int | None = None
-
-    def preload(self, *qualities: str) -> None:
-        """Load (and if needed convert) the models for ``qualities`` now rather than on the first job."""
-        for q in qualities or ("high",):
-            self._model(variant_for(q), torch.float16 if self.half else torch.float32)
 
     def _model(self, variant: str, dtype: torch.dtype) -> torch.nn.Module:
         with self._lock:

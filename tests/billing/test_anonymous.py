@@ -7,13 +7,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
+from PIL import Image
 
 from photoenhance.servers import EmbeddedNats, EmbeddedS3
 
-from ..support import encode, photo, wait_until
-from ..test_enhance_e2e import finish
-from .conftest import BillingStack, running_billing
+from ..support import encode, finish, photo, wait_until
+from .support import BillingStack, running_billing
 from .wechat_standin import WeChatStandIn
 
 
@@ -28,7 +29,8 @@ def visitors_limited(s3_server: EmbeddedS3, wechat: WeChatStandIn, model_dir: Pa
                      tmp_path: Path) -> Iterator[BillingStack]:
     with EmbeddedNats(tmp_path / "nats") as own_nats, running_billing(
             own_nats, s3_server, wechat, model_dir, tmp_path / "stack", BILLING_ANONYMOUS_DAILY="2") as bs:
-        bs.stack.start_enhancer("visitor-worker")
+        # This worker reads inputs of 4 KB at most (the edge takes 5 MB): a larger photo fails at the worker.
+        bs.stack.start_enhancer("visitor-worker", MAX_UPLOAD_MB=str(4 / 1024))
         yield bs
 
 
@@ -40,10 +42,14 @@ def test_visitor_quota_is_enforced_and_a_failure_gives_the_use_back(visitors_lim
             return http.post("/api/v1/enhance", params={"scale": "2", "quality_level": "fast", **params},
                              files={"file": ("v.jpg", data, "image/jpeg")})
 
-        # A failed task (face restoration asked of a fleet without GFPGAN weights) costs nothing.
-        failed = post(face_enhance="true")
+        # A task that fails at the worker (its input is larger than the worker reads) costs nothing.
+        noisy = encode(Image.fromarray(np.random.default_rng(7).integers(0, 255, (96, 96, 3), dtype=np.uint8)))
+        assert len(noisy) > 4096 >= len(data)
+        failed = http.post("/api/v1/enhance", params={"scale": "2", "quality_level": "fast"},
+                           files={"file": ("big.jpg", noisy, "image/jpeg")})
         assert failed.status_code == 200
-        assert finish(http, failed.json()["task_id"])["status"] == "failed"
+        status = finish(http, failed.json()["task_id"])
+        assert status["status"] == "failed" and "larger than this worker accepts" in status["error"]
         wait_until(lambda: use_status(visitors_limited.db_path, failed.json()["task_id"]) == "released", 30,
                    "billing to give the failed task's use back")
         ok = [post() for _ in range(2)]

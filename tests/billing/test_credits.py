@@ -10,21 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import io
-import time
 from typing import Any
 
 import httpx
 import pytest
 from PIL import Image
 
-from billing.ledger import Ledger, china_day
-from bus.billing import CreditsGranted, UseReserved
-from bus.schemas import TaskEvent
+from billing.ledger import china_day
 
-from ..conftest import ADMIN_TOKEN
-from ..support import ServiceProcess, encode, photo, wait_until
-from .conftest import FREE_DAILY, BillingStack
-from .test_wechat_pay import create_order, ledger_credits, query, sign_in
+from ..support import ADMIN_TOKEN, ServiceProcess, encode, photo, wait_until
+from .support import FREE_DAILY, BillingStack, account, buy, create_order, ledger_credits, query, sign_in
 from .wechat_standin import WeChatStandIn
 
 pytestmark = pytest.mark.timeout(300)
@@ -44,12 +39,6 @@ def process(bs: BillingStack, auth: dict[str, str], **options: Any) -> httpx.Res
     return httpx.post(f"{bs.url}/api/v1/single-process-uploaded-image", json=body, headers=auth, timeout=180)
 
 
-def account(bs: BillingStack, auth: dict[str, str]) -> dict[str, Any]:
-    r = httpx.get(f"{bs.url}/api/wechat/account", headers=auth, timeout=30)
-    assert r.status_code == 200, r.text
-    return r.json()["data"]
-
-
 def settled(bs: BillingStack, auth: dict[str, str], charged: int) -> dict[str, Any]:
     """The account once no use is held and ``charged`` enhancements are charged (billing follows the
     task facts asynchronously)."""
@@ -61,13 +50,6 @@ def settled(bs: BillingStack, auth: dict[str, str], charged: int) -> dict[str, A
 
     wait_until(check, 60, f"billing to settle the uses ({charged} charged)")
     return seen
-
-
-def buy(bs: BillingStack, wechat: WeChatStandIn, auth: dict[str, str], product: str) -> str:
-    """Create an order, pay it at the stand-in and deliver WeChat's signed notify."""
-    no = create_order(bs, auth, product)["out_trade_no"]
-    assert wechat.post_notify(bs.notify_url, wechat.pay(no)).status_code == 204
-    return no
 
 
 # --- the journey -----------------------------------------------------------------------------------
@@ -109,9 +91,10 @@ def test_mini_program_journey_free_use_then_paid_credits(billing_stack: BillingS
     assert charged["credits"] == 9 and ledger_credits(bs, openid) == 9
     assert [(u["task_id"], u["use"]) for u in charged["uses"]] == [(body["task_id"], "credit"), (free_task, "free")]
 
-    # A failed enhancement (face restoration required, no GFPGAN weights on this fleet) uses nothing.
+    # An enhancement this fleet cannot do (face restoration required, no worker with GFPGAN weights) is
+    # refused before anything is reserved, and uses nothing.
     r = process(bs, auth, face_enhance=True)
-    assert r.status_code == 422 and "GFPGAN" in r.json()["error"], r.text
+    assert r.status_code == 503 and "restore faces" in r.json()["error"], r.text
     failed = settled(bs, auth, charged=2)
     assert failed["credits"] == 9 and ledger_credits(bs, openid) == 9
 
@@ -214,37 +197,3 @@ def test_own_orders_newest_first_and_admin_stats(billing_stack: BillingStack, we
     assert (on(after)["orders"] - on(before)["orders"], on(after)["amount"] - on(before)["amount"]) == (1, 2990)
     assert after["paid_amount"] - before["paid_amount"] == 2990
     assert after["paid_amount"] == sum(d["amount"] for d in after["by_day"])
-
-
-# --- the projection's rules, on a ledger alone -----------------------------------------------------
-async def test_uses_are_settled_deterministically_and_unreserved_tasks_charge_nobody(tmp_path: Any) -> None:
-    """Applying the same facts twice, or to a fresh ledger, gives the same balances. A task billing reserved
-    nothing for is charged to nobody, whoever its fact names (issue 12: a worker cannot name who pays)."""
-    now = time.time()
-    facts: list[Any] = [
-        CreditsGranted(openid="oA", out_trade_no="PE1", credits=10, at=now - 100),
-        CreditsGranted(openid="oU", out_trade_no="PE2", credits=0, unlimited_days=30, at=now - 100),
-        UseReserved(openid="oA", task_id="t1", use="credit", at=now - 50),
-        TaskEvent(task_id="t1", kind="completed", at=now - 40, owner="oA"),
-        UseReserved(openid="oA", task_id="t2", use="credit", at=now - 30),
-        TaskEvent(task_id="t2", kind="failed", at=now - 20, owner="oA", error="no"),
-        UseReserved(openid="oU", task_id="t3", use="unlimited", at=now - 15),
-        TaskEvent(task_id="t3", kind="completed", at=now - 10, owner="oU"),
-        TaskEvent(task_id="t4", kind="completed", at=now - 5, owner="oA"),  # no reservation: nobody pays
-    ]
-
-    async def project(name: str, times: int) -> dict[str, Any]:
-        ledger = await Ledger.open(tmp_path / name)
-        try:
-            for _ in range(times):
-                for seq, fact in enumerate(facts, 1):
-                    await (ledger.apply(fact, seq) if isinstance(fact, TaskEvent) else ledger.apply_fact(fact, seq))
-            assert await ledger.account("oA") == (9, 0.0)
-            assert (await ledger.account("oU"))[0] == 0 and await ledger.use("t3") == ("oU", "unlimited", "charged")
-            assert await ledger.use("t2") == ("oA", "credit", "released")
-            assert await ledger.use("t4") is None
-            return await ledger.snapshot()
-        finally:
-            await ledger.close()
-
-    assert await project("once.sqlite3", 1) == await project("twice.sqlite3", 2)

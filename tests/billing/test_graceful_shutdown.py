@@ -18,7 +18,7 @@ import signal
 import sqlite3
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -28,15 +28,14 @@ from nats.aio.client import Client
 from nats.micro.request import ERROR_CODE_HEADER, ERROR_HEADER
 
 import nats
-from billing.endpoints import Endpoints
+from billing.endpoints import Endpoints, Route
 from bus import subjects
 from bus.billing import PayCreateRequest, UseReply, UseRequest
 from bus.tasks import new_task_id
 from photoenhance.servers import EmbeddedNats, EmbeddedS3
 
 from ..support import wait_until
-from .conftest import BillingStack, running_billing
-from .test_wechat_pay import sign_in
+from .support import BillingStack, running_billing, sign_in
 from .wechat_standin import WeChatStandIn
 
 pytestmark = pytest.mark.timeout(300)
@@ -225,14 +224,9 @@ async def test_a_request_past_the_drain_timeout_is_answered_503(own_billing: Bil
         wechat.prepay_delay = 0.0
 
 
-class EchoApi:
-    """Stands in for ``BillingApi``: every method reserves whatever it is asked for."""
-
-    def __getattr__(self, name: str) -> Callable[[UseRequest], Awaitable[UseReply]]:
-        async def method(req: UseRequest) -> UseReply:
-            return UseReply(openid="oEcho", task_id=req.task_id, use="free", status="reserved")
-
-        return method
+async def echo(req: UseRequest) -> UseReply:
+    """Stands in for ``Uses.reserve``: reserves whatever it is asked for."""
+    return UseReply(openid="oEcho", task_id=req.task_id, use="free", status="reserved")
 
 
 async def test_stop_answers_the_requests_already_on_their_way(own_nats: EmbeddedNats) -> None:
@@ -241,7 +235,7 @@ async def test_stop_answers_the_requests_already_on_their_way(own_nats: Embedded
     billing_nc = await nats.connect(**own_nats.connect_options("billing"))
     edge_nc = await nats.connect(**own_nats.connect_options("edge"))
     try:
-        endpoints = Endpoints(billing_nc, EchoApi())  # type: ignore[arg-type]
+        endpoints = Endpoints(billing_nc, {subjects.BILLING_USE_RESERVE: Route("use_reserve", UseRequest, echo)})
         await endpoints.start()
         asks = [asyncio.create_task(ask(edge_nc, subjects.BILLING_USE_RESERVE,
                                         UseRequest(token="", task_id=f"t{i}", client="c"))) for i in range(50)]

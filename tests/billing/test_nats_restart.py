@@ -23,9 +23,19 @@ from bus.schemas import TaskEvent
 from photoenhance.servers import EmbeddedNats, EmbeddedS3
 
 from ..support import wait_until
-from .conftest import FREE_DAILY, BillingStack, running_billing
-from .test_replay import reserve, task_recorded
-from .test_wechat_pay import create_order, facts_about, kinds, ledger_credits, query, sign_in
+from .support import (
+    FREE_DAILY,
+    BillingStack,
+    create_order,
+    facts_about,
+    kinds,
+    ledger_credits,
+    query,
+    reserve,
+    running_billing,
+    sign_in,
+    task_recorded,
+)
 from .wechat_standin import WeChatStandIn
 
 pytestmark = pytest.mark.timeout(240)

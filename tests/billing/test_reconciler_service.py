@@ -15,8 +15,7 @@ import pytest
 from photoenhance.servers import EmbeddedNats, EmbeddedS3
 
 from ..support import wait_until
-from .conftest import BillingStack, running_billing
-from .test_wechat_pay import create_order, ledger_credits, sign_in
+from .support import BillingStack, create_order, ledger_credits, running_billing, sign_in
 from .wechat_standin import WeChatStandIn
 
 pytestmark = pytest.mark.timeout(180)

@@ -4,55 +4,33 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import secrets
-import sqlite3
-import sys
 import time
-from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 from nats.aio.client import Client
 
-from billing.ledger import Ledger
 from bus import subjects
-from bus.billing import UseReply, UseRequest
 from bus.schemas import TaskEvent
 
-from ..support import ROOT, wait_until
-from .conftest import BillingStack
-from .test_wechat_pay import claimed_paid, create_order, ledger_credits, query, sign_in
+from ..support import wait_until
+from .support import (
+    BillingStack,
+    claimed_paid,
+    create_order,
+    delete_ledger,
+    ledger_credits,
+    query,
+    replay,
+    reserve,
+    sign_in,
+    snapshot,
+    task_recorded,
+)
 from .wechat_standin import WeChatStandIn
 
 pytestmark = pytest.mark.timeout(180)
-
-
-async def snapshot(db: Path) -> dict[str, Any]:
-    ledger = await Ledger.open(db)
-    try:
-        return await ledger.snapshot()
-    finally:
-        await ledger.close()
-
-
-def delete_ledger(db: Path) -> None:
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{db}{suffix}").unlink(missing_ok=True)
-
-
-def task_recorded(db: Path, task_id: str) -> bool:
-    with sqlite3.connect(db) as conn:
-        return conn.execute("SELECT 1 FROM task_events WHERE task_id = ?", (task_id,)).fetchone() is not None
-
-
-async def reserve(nc: Client, auth: dict[str, str], task_id: str) -> UseReply:
-    """Hold one use for a task, as the edge does before it queues one: a worker's facts settle only this."""
-    request = UseRequest(token=auth["Authorization"], task_id=task_id)
-    reply = await nc.request(subjects.BILLING_USE_RESERVE, request.encode(), timeout=30,
-                             headers={subjects.TYPE_HEADER: request.TYPE})
-    return UseReply.decode(reply.data, subject=subjects.BILLING_USE_RESERVE)
 
 
 async def realistic_run(bs: BillingStack, wechat: WeChatStandIn, nc: Client) -> dict[str, int]:
@@ -101,13 +79,7 @@ async def test_replay_rebuilds_the_ledger_exactly(billing_stack: BillingStack, w
         original = await snapshot(billing_stack.db_path)
         assert {o: c for o, c, _ in original["accounts"] if o in credits} == credits
         delete_ledger(billing_stack.db_path)
-
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "photoenhance", "billing", "replay", cwd=ROOT,
-            env={**os.environ, **billing_stack.billing.env},
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
-        out, _ = await asyncio.wait_for(proc.communicate(), 60)
-        assert proc.returncode == 0, out.decode()[-3000:]
+        await replay(billing_stack)
 
         rebuilt = await snapshot(billing_stack.db_path)
         assert rebuilt == original

@@ -19,8 +19,7 @@ from bus import subjects
 from bus.billing import CreditsGranted, OrderCreated, OrderPaid, UseReleased, UseReserved
 from bus.schemas import TaskEvent
 
-from .conftest import BillingStack
-from .test_wechat_pay import ledger_credits, sign_in
+from .support import BillingStack, ledger_credits, sign_in
 from .wechat_standin import WeChatStandIn
 
 

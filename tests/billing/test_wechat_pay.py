@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import secrets
-import sqlite3
 import time
 from typing import Any
 
@@ -20,69 +19,11 @@ import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 from nats.aio.client import Client
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from bus import subjects
-from bus.billing import FACTS
-
-from .conftest import BillingStack
-from .wechat_standin import WeChatStandIn, china_time, new_key
+from .support import BillingStack, claimed_paid, create_order, facts_about, kinds, ledger_credits, query, sign_in
+from .wechat_standin import WeChatStandIn, new_key
 
 pytestmark = pytest.mark.timeout(120)
-
-
-# --- helpers ---------------------------------------------------------------------------------------
-def sign_in(bs: BillingStack, wechat: WeChatStandIn, openid: str | None = None) -> tuple[str, dict[str, str]]:
-    openid = openid or f"o{secrets.token_hex(12)}"
-    r = httpx.post(f"{bs.url}/api/wechat/auth/openid", json={"code": wechat.login_code(openid)}, timeout=30)
-    assert r.status_code == 200, r.text
-    return openid, {"Authorization": f"Bearer {r.json()['data']['token']}"}
-
-
-def create_order(bs: BillingStack, auth: dict[str, str], product: str = "basic") -> dict[str, Any]:
-    r = httpx.post(f"{bs.url}/api/wechat/pay/create", json={"product": product}, headers=auth, timeout=30)
-    assert r.status_code == 200, r.text
-    return r.json()["data"]
-
-
-def query(bs: BillingStack, auth: dict[str, str], out_trade_no: str) -> httpx.Response:
-    return httpx.get(f"{bs.url}/api/wechat/pay/query/{out_trade_no}", headers=auth, timeout=30)
-
-
-def claimed_paid(tx: dict[str, Any]) -> dict[str, Any]:
-    """A forger's version of a transaction: says SUCCESS although nobody paid."""
-    return {**tx, "trade_state": "SUCCESS", "transaction_id": "4200000000000000000000000001",
-            "success_time": china_time(time.time()), "amount": {**tx["amount"], "payer_total": tx["amount"]["total"]}}
-
-
-def ledger_credits(bs: BillingStack, openid: str) -> int:
-    with sqlite3.connect(bs.db_path) as db:
-        row = db.execute("SELECT credits FROM accounts WHERE openid = ?", (openid,)).fetchone()
-    return row[0] if row else 0
-
-
-async def facts_about(nc: Client, out_trade_no: str) -> list[tuple[str, dict[str, Any]]]:
-    """Every billing fact in ``PE_EVENTS`` about one order: (type, fields), in stream order."""
-    js = nc.jetstream()
-    sub = await js.pull_subscribe(subjects.BILLING_EVENTS_WILDCARD, stream=subjects.EVENTS_STREAM,
-                                  config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL, ack_policy=AckPolicy.NONE))
-    try:
-        out: list[tuple[str, dict[str, Any]]] = []
-        pending = (await sub.consumer_info()).num_pending
-        while pending:
-            msgs = await sub.fetch(pending, timeout=5)
-            pending -= len(msgs)
-            for msg in msgs:
-                fact = FACTS[msg.headers[subjects.TYPE_HEADER]].decode(msg.data)
-                if getattr(fact, "out_trade_no", None) == out_trade_no:
-                    out.append((fact.TYPE, fact.to_dict()))
-        return out
-    finally:
-        await sub.unsubscribe()
-
-
-def kinds(facts: list[tuple[str, dict[str, Any]]]) -> list[str]:
-    return [t.rsplit(".", 1)[1] for t, _ in facts]
 
 
 # --- sign-in ---------------------------------------------------------------------------------------

@@ -30,8 +30,7 @@ from enhancer.settings import EnhancerSettings
 from enhancer.worker import Worker
 from photoenhance.servers import EmbeddedNats, EmbeddedS3
 
-from ..conftest import TEST_ENV
-from ..support import Stack, encode, photo
+from ..support import TEST_ENV, Stack, encode, photo
 
 SIZE = 160
 T = TypeVar("T")

@@ -1,7 +1,25 @@
-import { errorFromResponse, NetworkError } from './http'
+import type { paths } from './api-types'
+import { errorFromResponse, field, NetworkError } from './http'
 import { AbortedError } from './sleep'
-import type { EnhanceOptions, Limits, SubmitResponse, TaskStatus } from './types'
+import type { EnhanceOptions, Limits, SubmitResponse, TaskProgress, TaskStatus } from './types'
 import { DEFAULT_LIMITS } from './types'
+
+/** The part of EventSource the page uses (so tests can hand in a fake). */
+export interface EventSourceLike {
+  addEventListener(type: string, listener: (ev: MessageEvent) => void): void
+  close(): void
+}
+
+export type OpenEventSource = (url: string) => EventSourceLike
+
+/** A task's server-sent events, their data typed by the contract. */
+export interface TaskEvents {
+  onStatus(listener: (s: TaskStatus) => void): void
+  onProgress(listener: (p: TaskProgress) => void): void
+  /** The stream failed or was cut (the page then polls instead of letting EventSource reconnect). */
+  onError(listener: () => void): void
+  close(): void
+}
 
 /** The calls the page makes; an interface so the batch logic can be tested without a server. */
 export interface Api {
@@ -12,7 +30,46 @@ export interface Api {
   status(taskId: string, signal?: AbortSignal): Promise<TaskStatus>
   cancel(taskId: string): Promise<TaskStatus>
   download(taskId: string, signal?: AbortSignal): Promise<Blob>
+  /** The task's event stream, or null where the browser has no EventSource (then the page polls). */
+  events(taskId: string): TaskEvents | null
 }
+
+/** What a route answers with 200, as the server's OpenAPI document (`api-types.ts`) describes it. */
+export type Answer<P extends keyof paths, M extends keyof paths[P]> = paths[P][M] extends {
+  responses: { 200: { content: { 'application/json': infer Body } } }
+}
+  ? Body
+  : never
+
+/** The JSON of an answer, typed by its route's place in the contract (the server validates what it sends). */
+async function answer<P extends keyof paths, M extends keyof paths[P]>(res: Response): Promise<Answer<P, M>> {
+  return res.json()
+}
+
+/** Typed events over an EventSource; data that is not JSON is skipped, as a stream of unknown events would be. */
+export function taskEvents(source: EventSourceLike): TaskEvents {
+  const on = <T>(type: 'status' | 'progress', listener: (data: T) => void) =>
+    source.addEventListener(type, (ev) => {
+      if (typeof ev.data !== 'string') return
+      let data: T
+      try {
+        data = JSON.parse(ev.data)
+      } catch {
+        return
+      }
+      listener(data)
+    })
+  return {
+    onStatus: (listener) => on<TaskStatus>('status', listener),
+    onProgress: (listener) => on<TaskProgress>('progress', listener),
+    onError: (listener) => source.addEventListener('error', () => listener()),
+    close: () => source.close(),
+  }
+}
+
+/** The browser's EventSource, where there is one. */
+export const browserEventSource: OpenEventSource | null =
+  typeof EventSource === 'function' ? (url) => new EventSource(url) : null
 
 /** The form fields the server reads. */
 export function enhanceForm(file: File, options: EnhanceOptions): FormData {
@@ -32,19 +89,24 @@ export function newIdempotencyKey(): string {
 
 /** Reads the limits the page needs, keeping the defaults for anything missing or odd. */
 export function limitsFromInfo(body: unknown): Limits {
-  const info = body as { limits?: Record<string, unknown>; features?: Record<string, unknown> } | null
-  const limits = info?.limits ?? {}
+  const limits = field(body, 'limits')
   const num = (v: unknown, d: number) => (typeof v === 'number' && v > 0 ? v : d)
-  const scales = Array.isArray(limits.scales) ? limits.scales.filter((s): s is number => s === 2 || s === 4) : []
+  const offered = field(limits, 'scales')
+  const scales = Array.isArray(offered) ? offered.filter((s): s is 2 | 4 => s === 2 || s === 4) : []
   return {
-    max_upload_mb: num(limits.max_upload_mb, DEFAULT_LIMITS.max_upload_mb),
-    max_batch: Math.floor(num(limits.max_batch, DEFAULT_LIMITS.max_batch)),
+    max_upload_mb: num(field(limits, 'max_upload_mb'), DEFAULT_LIMITS.max_upload_mb),
+    max_batch: Math.floor(num(field(limits, 'max_batch'), DEFAULT_LIMITS.max_batch)),
     scales: scales.length ? scales : DEFAULT_LIMITS.scales,
-    face_restoration: info?.features?.face_restoration !== false,
+    face_restoration: field(field(body, 'features'), 'face_restoration') !== false,
   }
 }
 
-export function createApi(fetchImpl: typeof fetch = (...a) => fetch(...a), base = ''): Api {
+/** Every request the page makes goes through here: `fetch` for the calls, `openEvents` for event streams. */
+export function createApi(
+  fetchImpl: typeof fetch = (...a) => fetch(...a),
+  base = '',
+  openEvents: OpenEventSource | null = browserEventSource,
+): Api {
   const call = async (path: string, init: RequestInit = {}): Promise<Response> => {
     let res: Response
     try {
@@ -66,19 +128,22 @@ export function createApi(fetchImpl: typeof fetch = (...a) => fetch(...a), base 
     async submit(file, options, signal, idempotencyKey) {
       const headers: Record<string, string> = idempotencyKey ? { 'Idempotency-Key': idempotencyKey } : {}
       const res = await call('/api/v1/enhance', { method: 'POST', body: enhanceForm(file, options), signal, headers })
-      return (await res.json()) as SubmitResponse
+      return answer<'/api/v1/enhance', 'post'>(res)
     },
     async status(taskId, signal) {
       const res = await call(`/api/v1/status/${id(taskId)}`, { signal, cache: 'no-store' })
-      return (await res.json()) as TaskStatus
+      return answer<'/api/v1/status/{task_id}', 'get'>(res)
     },
     async cancel(taskId) {
       const res = await call(`/api/v1/tasks/${id(taskId)}/cancel`, { method: 'POST' })
-      return (await res.json()) as TaskStatus
+      return answer<'/api/v1/tasks/{task_id}/cancel', 'post'>(res)
     },
     async download(taskId, signal) {
       const res = await call(`/api/v1/download/${id(taskId)}`, { signal })
       return await res.blob()
+    },
+    events(taskId) {
+      return openEvents ? taskEvents(openEvents(`${base}/api/v1/events/${id(taskId)}`)) : null
     },
   }
 }

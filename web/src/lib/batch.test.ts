@@ -3,7 +3,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
 import type { Api } from './api'
 import { Batch } from './batch'
 import { ApiError } from './http'
-import { completed, FakeEventSource, flush, status } from './testing'
+import { completed, FakeEventSource, fakeEvents, flush, status } from './testing'
 import type { EnhanceOptions, Limits, SubmitResponse, TaskStatus } from './types'
 
 const LIMITS: Limits = { max_upload_mb: 1, max_batch: 20, scales: [2, 4], face_restoration: true }
@@ -21,7 +21,7 @@ function fakeServer() {
       inFlight.peak = Math.max(inFlight.peak, ++inFlight.submits)
       try {
         if (submitGate.hold) await submitGate.hold
-        return { task_id: `t${++n}`, status: 'queued', message: 'Queued' }
+        return { task_id: `t${++n}`, status: 'queued', message: 'Queued', created_at: 1_700_000_000 }
       } finally {
         inFlight.submits--
       }
@@ -30,6 +30,7 @@ function fakeServer() {
     cancel: vi.fn(async (id: string): Promise<TaskStatus> =>
       status(id, { status: 'failed', stage: 'cancelled', message: 'Cancelled', queue_position: null })),
     download: vi.fn(async (id: string) => new Blob([id], { type: 'image/png' })),
+    events: vi.fn(fakeEvents),
   } satisfies Api
   const stream = (taskId: string) => FakeEventSource.opened.find((s) => s.url.endsWith(`/${taskId}`))!
   return { api, inFlight, submitGate, stream }
@@ -54,7 +55,6 @@ function setup(concurrency = 3) {
   const objectUrls = urls()
   const batch = new Batch({
     api: server.api,
-    openEvents: (url) => new FakeEventSource(url),
     urls: objectUrls,
     concurrency,
   })

@@ -1,5 +1,5 @@
 import { newIdempotencyKey, type Api } from './api'
-import { followTask, type Following, type FollowDeps } from './followTask'
+import { followTask, type Following } from './followTask'
 import { clamp, resultFileName } from './format'
 import { ApiError, NetworkError } from './http'
 import { canCancel, canRetry, moveTo, statusFromServer, type ItemStatus } from './itemStatus'
@@ -59,8 +59,8 @@ export interface ObjectUrls {
 }
 
 export interface BatchDeps {
+  /** All network access: the calls and the event streams. */
   api: Api
-  openEvents: FollowDeps['openEvents']
   urls?: ObjectUrls
   /** Vue's `reactive`, so the cards follow the state; identity in tests. */
   reactive?: <T extends object>(o: T) => T
@@ -118,8 +118,8 @@ export class Batch {
       if (r) rejected.push(r)
       else valid.push(f)
     }
-    let take = valid
-    let overflow = 0
+    let take: File[]
+    let overflow: number
     if (mode === 'single') {
       take = valid.slice(0, 1)
       overflow = Math.max(0, valid.length - 1)
@@ -268,7 +268,7 @@ export class Batch {
       rt.following = followTask(sub.task_id, {
         onStatus: (s) => this.applyStatus(item, s),
         onProgress: (p) => this.applyProgress(item, p),
-      }, { openEvents: this.deps.openEvents, getStatus: (t, sig) => api.status(t, sig), sleep: this.deps.sleep })
+      }, { events: (t) => api.events(t), getStatus: (t, sig) => api.status(t, sig), sleep: this.deps.sleep })
       const final = await rt.following.done
       if (final.status !== 'completed') return // applyStatus has marked it failed or cancelled
 

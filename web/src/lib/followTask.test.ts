@@ -2,9 +2,10 @@ import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
 import { followTask, pollDelayMs } from './followTask'
 import { ApiError } from './http'
 import type { TaskStatus } from './types'
-import { completed, FakeEventSource, status } from './testing'
+import { completed, FakeEventSource, fakeEvents, status } from './testing'
 
-const openEvents = (url: string) => new FakeEventSource(url)
+const events = fakeEvents
+const noEvents = () => null
 
 beforeEach(() => {
   FakeEventSource.opened = []
@@ -17,7 +18,7 @@ describe('followTask with Server-Sent Events', () => {
     const f = followTask('t1', {
       onStatus: (s) => seen.push(`status:${s.status}`),
       onProgress: (p) => seen.push(`progress:${p.message}`),
-    }, { openEvents, getStatus })
+    }, { events, getStatus })
     const es = FakeEventSource.opened[0]!
     expect(es.url).toBe('/api/v1/events/t1')
     es.emit('status', status('t1'))
@@ -40,7 +41,7 @@ describe('falling back to polling', () => {
     const getStatus = vi.fn(async () => answers.shift()!)
     const onFallback = vi.fn()
     const onStatus = vi.fn()
-    const f = followTask('t1', { onStatus, onProgress: () => {}, onFallback }, { openEvents, getStatus })
+    const f = followTask('t1', { onStatus, onProgress: () => {}, onFallback }, { events, getStatus })
     const es = FakeEventSource.opened[0]!
     es.emit('status', status('t1'))
     es.emit('error')
@@ -55,7 +56,7 @@ describe('falling back to polling', () => {
   it('polls from the start when there is no EventSource, every 1 s growing to 2 s', async () => {
     let calls = 0
     const getStatus = vi.fn(async () => (++calls >= 6 ? completed('t1') : status('t1')))
-    const f = followTask('t1', { onStatus: () => {}, onProgress: () => {} }, { openEvents: null, getStatus })
+    const f = followTask('t1', { onStatus: () => {}, onProgress: () => {} }, { events: noEvents, getStatus })
     await vi.advanceTimersByTimeAsync(0)
     expect(getStatus).toHaveBeenCalledTimes(1)
     await vi.advanceTimersByTimeAsync(999)
@@ -72,7 +73,7 @@ describe('falling back to polling', () => {
     const getStatus = vi.fn(async () => {
       throw new ApiError(404, 'Task not found')
     })
-    const f = followTask('t1', { onStatus: () => {}, onProgress: () => {} }, { openEvents, getStatus })
+    const f = followTask('t1', { onStatus: () => {}, onProgress: () => {} }, { events, getStatus })
     FakeEventSource.opened[0]!.emit('error')
     await expect(f.done).rejects.toThrow('Task not found')
   })
@@ -82,7 +83,7 @@ describe('falling back to polling', () => {
       .fn<() => Promise<TaskStatus>>()
       .mockRejectedValueOnce(new ApiError(503, 'storage down', 5))
       .mockResolvedValueOnce(completed('t1'))
-    const f = followTask('t1', { onStatus: () => {}, onProgress: () => {} }, { openEvents: null, getStatus })
+    const f = followTask('t1', { onStatus: () => {}, onProgress: () => {} }, { events: noEvents, getStatus })
     await vi.advanceTimersByTimeAsync(4999)
     expect(getStatus).toHaveBeenCalledTimes(1)
     await vi.advanceTimersByTimeAsync(1)
@@ -91,7 +92,7 @@ describe('falling back to polling', () => {
 
   it('stop() closes the stream and ends polling', async () => {
     const getStatus = vi.fn(async () => status('t1'))
-    const f = followTask('t1', { onStatus: () => {}, onProgress: () => {} }, { openEvents: null, getStatus })
+    const f = followTask('t1', { onStatus: () => {}, onProgress: () => {} }, { events: noEvents, getStatus })
     await vi.advanceTimersByTimeAsync(0)
     f.stop()
     await expect(f.done).rejects.toMatchObject({ name: 'AbortError' })

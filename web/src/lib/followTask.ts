@@ -1,18 +1,13 @@
+import type { TaskEvents } from './api'
 import { isRetryable } from './retry'
 import { ApiError } from './http'
 import { AbortedError, sleep as realSleep } from './sleep'
 import type { TaskProgress, TaskStatus } from './types'
 import { isFinal } from './types'
 
-/** The part of EventSource this module uses (so tests can hand in a fake). */
-export interface EventSourceLike {
-  addEventListener(type: string, listener: (ev: MessageEvent) => void): void
-  close(): void
-}
-
 export interface FollowDeps {
-  /** Opens a stream, or null when the browser has no EventSource: then we poll from the start. */
-  openEvents: ((url: string) => EventSourceLike) | null
+  /** Opens the task's event stream (`Api.events`), or null when there is none: then we poll from the start. */
+  events: (taskId: string) => TaskEvents | null
   getStatus: (taskId: string, signal: AbortSignal) => Promise<TaskStatus>
   sleep?: (ms: number, signal?: AbortSignal) => Promise<void>
 }
@@ -53,7 +48,7 @@ export const MAX_POLL_FAILURES = 8
 export function followTask(taskId: string, handlers: FollowHandlers, deps: FollowDeps): Following {
   const sleep = deps.sleep ?? realSleep
   const abort = new AbortController()
-  let source: EventSourceLike | null = null
+  let source: TaskEvents | null = null
   let settled = false
   let resolveDone!: (s: TaskStatus) => void
   let rejectDone!: (e: unknown) => void
@@ -111,25 +106,19 @@ export function followTask(taskId: string, handlers: FollowHandlers, deps: Follo
     void poll()
   }
 
-  if (deps.openEvents) {
-    try {
-      source = deps.openEvents(`/api/v1/events/${encodeURIComponent(taskId)}`)
-    } catch {
-      source = null
-    }
+  try {
+    source = deps.events(taskId)
+  } catch {
+    source = null
   }
   if (source) {
-    source.addEventListener('status', (ev) => {
-      const s = parseJson<TaskStatus>(ev.data)
-      if (s) status(s)
-    })
-    source.addEventListener('progress', (ev) => {
-      const p = parseJson<TaskProgress>(ev.data)
-      if (p && !settled) handlers.onProgress(p)
+    source.onStatus((s) => status(s))
+    source.onProgress((p) => {
+      if (!settled) handlers.onProgress(p)
     })
     // Any error before the final status (server restart, proxy cut, 404) means: poll instead.
     // EventSource would retry by itself, but polling copes with every one of those cases.
-    source.addEventListener('error', () => fallBack())
+    source.onError(() => fallBack())
   } else {
     handlers.onFallback?.()
     void poll()
@@ -141,14 +130,5 @@ export function followTask(taskId: string, handlers: FollowHandlers, deps: Follo
       abort.abort()
       fail(new AbortedError())
     },
-  }
-}
-
-function parseJson<T>(data: unknown): T | null {
-  if (typeof data !== 'string') return null
-  try {
-    return JSON.parse(data) as T
-  } catch {
-    return null
   }
 }

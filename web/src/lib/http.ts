@@ -35,12 +35,8 @@ export async function errorFromResponse(res: Response): Promise<ApiError> {
     const text = await res.text()
     try {
       const body: unknown = JSON.parse(text)
-      if (body && typeof body === 'object') {
-        const b = body as { error?: unknown; detail?: unknown; message?: unknown }
-        if (typeof b.error === 'string') message = b.error
-        else if (typeof b.detail === 'string') message = b.detail
-        else if (typeof b.message === 'string') message = b.message
-      }
+      const said = ['error', 'detail', 'message'].map((key) => field(body, key)).find((v) => typeof v === 'string')
+      if (typeof said === 'string') message = said
     } catch {
       // Not JSON (a proxy's HTML page, say): a short plain text body is still better than nothing.
       if (text.length > 0 && text.length < 200 && !text.trimStart().startsWith('<')) message = text.trim()
@@ -50,4 +46,9 @@ export async function errorFromResponse(res: Response): Promise<ApiError> {
   }
   if (!message) message = `HTTP ${res.status}${res.statusText ? ' ' + res.statusText : ''}`
   return new ApiError(res.status, message, parseRetryAfter(res.headers.get('Retry-After')))
+}
+
+/** `body[key]` when `body` is an object, else undefined: reads JSON of unknown shape without trusting it. */
+export function field(body: unknown, key: string): unknown {
+  return typeof body === 'object' && body !== null ? Reflect.get(body, key) : undefined
 }

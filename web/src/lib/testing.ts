@@ -1,5 +1,5 @@
 /** Test doubles shared by the unit tests (not part of the page bundle: only tests import it). */
-import type { EventSourceLike } from './followTask'
+import { taskEvents, type EventSourceLike, type TaskEvents } from './api'
 import type { TaskStatus } from './types'
 
 export class FakeEventSource implements EventSourceLike {
@@ -27,6 +27,12 @@ export class FakeEventSource implements EventSourceLike {
   }
 }
 
+/** A task's event stream over a fresh fake EventSource at the task's URL (what `Api.events` opens). */
+export function fakeEvents(taskId: string): TaskEvents {
+  return taskEvents(new FakeEventSource(`/api/v1/events/${encodeURIComponent(taskId)}`))
+}
+
+/** A whole status body, as the server sends it (every key of the contract), queued unless told otherwise. */
 export function status(taskId: string, over: Partial<TaskStatus> = {}): TaskStatus {
   return {
     task_id: taskId,
@@ -34,8 +40,16 @@ export function status(taskId: string, over: Partial<TaskStatus> = {}): TaskStat
     stage: 'queued',
     message: 'Waiting in line',
     progress: 0,
-    error: null,
     queue_position: 1,
+    result_url: null,
+    download_url: null,
+    error: null,
+    created_at: 1_700_000_000,
+    updated_at: 1_700_000_000,
+    processing_time: null,
+    attempts: 0,
+    options: { scale: 4, quality_level: 'high', tile_size: 400, face_enhance: null },
+    input: { filename: `${taskId}.png`, width: 200, height: 150, size: 3 },
     output: null,
     ...over,
   }
@@ -44,6 +58,7 @@ export function status(taskId: string, over: Partial<TaskStatus> = {}): TaskStat
 export function completed(taskId: string, filename = `${taskId}_enhanced.png`): TaskStatus {
   return status(taskId, {
     status: 'completed', stage: 'completed', message: 'Enhancement completed', progress: 1, queue_position: null,
+    result_url: `/api/v1/download/${taskId}`, download_url: `/api/v1/download/${taskId}`,
     output: { filename, content_type: 'image/png', width: 800, height: 600, size: 3, engine: 'x', faces: 0 },
   })
 }

@@ -1,53 +1,30 @@
-/** The server's JSON, as the API contract describes it (only the fields the page reads). */
+/**
+ * The server's JSON, as the edge's OpenAPI document describes it: `api-types.ts` is generated from that
+ * document (`make web-types`), so these names follow the server and are never copied by hand.
+ */
+import type { components } from './api-types'
 
-export type ServerStatus = 'queued' | 'processing' | 'completed' | 'failed'
+type Schemas = components['schemas']
 
-export interface TaskOutput {
-  filename: string | null
-  content_type: string | null
-  width: number | null
-  height: number | null
-  size: number | null
-  engine?: string | null
-  faces?: number | null
-}
+/** `GET /api/v1/status/{task_id}`, a cancel's answer, and the `status` event of the event stream. */
+export type TaskStatus = Schemas['TaskStatus']
+export type ServerStatus = TaskStatus['status']
+export type TaskOutput = Schemas['TaskOutput']
+/** The `progress` event of the event stream. */
+export type TaskProgress = Schemas['TaskProgress']
+/** `POST /api/v1/enhance`. */
+export type SubmitResponse = Schemas['Accepted']
 
-export interface TaskStatus {
-  task_id: string
-  status: ServerStatus
-  stage: string | null
-  message: string | null
-  progress: number
-  error: string | null
-  queue_position: number | null
-  result_url?: string | null
-  processing_time?: number | null
-  input?: { filename: string | null; width: number | null; height: number | null; size: number | null }
-  output: TaskOutput | null
-}
-
-export interface TaskProgress {
-  task_id: string
-  stage: string | null
-  progress: number
-  message: string | null
-}
-
-export interface SubmitResponse {
-  task_id: string
-  status: ServerStatus
-  message?: string
-  created_at?: number
-}
-
+/** What the page needs from `GET /api/v1/info` (read defensively: see `limitsFromInfo`). */
 export interface Limits {
   max_upload_mb: number
   max_batch: number
-  scales: number[]
+  scales: Array<EnhanceOptions['scale']>
   /** From `features.face_restoration`: false when the service has no GFPGAN weights. */
   face_restoration: boolean
 }
 
+/** The options as the page holds them; `enhanceForm` sends them as the form fields the server reads. */
 export interface EnhanceOptions {
   scale: 2 | 4
   faceEnhance: boolean

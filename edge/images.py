@@ -31,6 +31,10 @@ class ImageInfo:
     height: int
 
 
+#: Formats read as another: a multi-picture JPEG is a JPEG whose first picture is the photo.
+_ALIASES = {"MPO": "JPEG"}
+
+
 def inspect(fp: BinaryIO, *, max_pixels: int) -> ImageInfo:
     """Identify, bound and fully decode the image (a truncated file only shows when decoding)."""
     fp.seek(0)
@@ -38,7 +42,8 @@ def inspect(fp: BinaryIO, *, max_pixels: int) -> ImageInfo:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             img = Image.open(fp)
-            fmt = (img.format or "").upper()
+            # Many phones save a multi-picture JPEG (Pillow: "MPO"); its first picture is the photo.
+            fmt = _ALIASES.get((img.format or "").upper(), (img.format or "").upper())
             if fmt not in SUPPORTED:
                 raise ApiError(415, f"Images in {fmt or 'this'} format are not supported. "
                                     f"Supported formats: {SUPPORTED_TEXT}.")

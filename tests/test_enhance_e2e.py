@@ -62,6 +62,27 @@ def test_png_with_alpha_stays_png_at_scale_2(http: httpx.Client) -> None:
     assert a.getpixel((48, 2)) < 30 and a.getpixel((48, 77)) > 225
 
 
+def multi_picture_jpeg(primary: Image.Image, other: Image.Image) -> bytes:
+    """A multi-picture JPEG, as many phones save their photos (Pillow reads it as "MPO")."""
+    buf = io.BytesIO()
+    primary.save(buf, "MPO", save_all=True, append_images=[other])
+    assert Image.open(io.BytesIO(buf.getvalue())).format == "MPO"
+    return buf.getvalue()
+
+
+def test_a_phones_multi_picture_jpeg_is_enhanced_from_its_primary_picture(http: httpx.Client) -> None:
+    cat = photo("chelsea", size=(40, 30))
+    data = multi_picture_jpeg(cat, Image.new("RGB", (40, 30), (0, 0, 255)))
+    task_id = submit(http, data, "IMG_0001.JPG", scale="2", quality_level="fast", tile_size="0")
+    assert finish(http, task_id)["status"] == "completed"
+    r = http.get(f"/api/v1/download/{task_id}")
+    out = Image.open(io.BytesIO(r.content))
+    assert r.headers["content-type"] == "image/jpeg" and out.size == (80, 60)
+    # The photo, not the second picture (solid blue): the result looks like the cat, scaled.
+    diff = np.abs(np.asarray(out.resize((40, 30)), dtype=float) - np.asarray(cat, dtype=float)).mean()
+    assert diff < 20, diff
+
+
 def test_options_from_the_query_string_take_effect(http: httpx.Client) -> None:
     """The original ignored these; here tile_size, quality and scale from the query are honoured."""
     r = http.post("/api/v1/enhance?scale=2&quality_level=fast&tile_size=64",

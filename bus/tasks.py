@@ -77,6 +77,10 @@ class TaskStore:
             return None
         return TaskState.decode(entry.value, subject=f"$KV.{subjects.TASKS_BUCKET}.{task_id}"), entry.revision
 
+    async def purge(self, task_id: str) -> None:
+        """Remove the record now, with its history (a person deleting their photo: nothing of it is kept)."""
+        await retrying(lambda: self.kv.purge(task_id), what=f"task {task_id}: purge record")
+
     async def get(self, task_id: str) -> TaskState | None:
         found = await self.entry(task_id)
         return found[0] if found else None

@@ -109,6 +109,14 @@ class TaskStatus(BaseModel):
     output: TaskOutput | None = Field(description="Once completed")
 
 
+class Deleted(BaseModel):
+    """``DELETE /api/v1/tasks/{task_id}``: the photo, its result and its record are gone."""
+
+    success: bool = True
+    task_id: str
+    deleted: bool = True
+
+
 class TaskProgress(BaseModel):
     """The ``progress`` event of the event stream: live from the enhancer, not persisted."""
 

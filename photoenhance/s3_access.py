@@ -58,7 +58,8 @@ SCOPES: dict[str, tuple[Grant, ...]] = {
     "edge": (
         Grant("s3:PutObject", ("inputs/", "uploads/")),
         Grant("s3:GetObject", ("uploads/", "outputs/")),
-        Grant("s3:DeleteObject", ("uploads/",)),
+        # uploads/: staging never processed; inputs/ and outputs/: a person deleting their photo (DELETE task).
+        Grant("s3:DeleteObject", ("uploads/", "inputs/", "outputs/")),
         Grant("s3:ListBucket", ("uploads/",)),
     ),
     "billing": (),

@@ -10,6 +10,7 @@ import time
 import httpx
 import numpy as np
 import pytest
+from minio import Minio
 from nats.aio.client import Client
 from PIL import Image
 
@@ -81,6 +82,27 @@ def test_a_phones_multi_picture_jpeg_is_enhanced_from_its_primary_picture(http: 
     # The photo, not the second picture (solid blue): the result looks like the cat, scaled.
     diff = np.abs(np.asarray(out.resize((40, 30)), dtype=float) - np.asarray(cat, dtype=float)).mean()
     assert diff < 20, diff
+
+
+def test_deleting_a_task_removes_its_photo_result_and_record_at_once(http: httpx.Client, stack) -> None:
+    task_id = submit(http, encode(photo(size=(24, 24))), "private.jpg", scale="2", quality_level="fast")
+    assert finish(http, task_id)["status"] == "completed"
+    root = Minio(stack.s3.endpoint.removeprefix("http://"), access_key=stack.s3.access_key,
+                 secret_key=stack.s3.secret_key, secure=False, region="us-east-1")
+
+    def stored() -> list[str]:
+        return [o.object_name for prefix in ("inputs", "outputs")
+                for o in root.list_objects(stack.s3.bucket, prefix=f"{prefix}/{task_id}/", recursive=True)]
+
+    assert len(stored()) == 2  # the photo and its result
+    r = http.delete(f"/api/v1/tasks/{task_id}")
+    assert r.status_code == 200 and r.json() == {"success": True, "task_id": task_id, "deleted": True}
+    assert stored() == []
+    assert http.get(f"/api/v1/status/{task_id}").status_code == 404
+    assert http.get(f"/api/v1/download/{task_id}").status_code == 404
+    again = http.delete(f"/api/v1/tasks/{task_id}")
+    assert again.status_code == 404 and again.json()["error"].startswith("Task not found")
+    assert http.delete("/api/v1/tasks/not-a-task-id").status_code == 400
 
 
 def test_options_from_the_query_string_take_effect(http: httpx.Client) -> None:
@@ -170,7 +192,6 @@ def test_web_page_is_served(http: httpx.Client, path: str) -> None:
 
 async def test_results_and_records_expire_after_the_retention(stack, admin_nc: Client) -> None:
     """Outputs expire: an S3 lifecycle rule on every image prefix, and a TTL on the task bucket."""
-    from minio import Minio
 
     s3 = stack.s3
     client = Minio(s3.endpoint.removeprefix("http://"), access_key=s3.access_key, secret_key=s3.secret_key,

@@ -106,7 +106,7 @@ def attempts(c: Minio, bucket: str) -> dict[str, Callable[[], Any]]:
 ALLOWED = {
     "enhancer": ("get inputs", "put outputs", "overwrite outputs"),
     "edge": ("get outputs", "get uploads", "list uploads", "put inputs", "put uploads", "overwrite inputs",
-             "delete uploads"),
+             "delete inputs", "delete outputs", "delete uploads", "delete many"),
 }
 
 
@@ -243,7 +243,8 @@ def test_policy_documents_grant_exactly_the_scopes() -> None:
     edge = policy_document("photos", "edge")["Statement"]
     actions = {s["Action"][0]: s for s in edge}
     assert set(actions) == {"s3:PutObject", "s3:GetObject", "s3:DeleteObject", "s3:ListBucket"}
-    assert actions["s3:DeleteObject"]["Resource"] == ["arn:aws:s3:::photos/uploads/*"]
+    assert actions["s3:DeleteObject"]["Resource"] == [f"arn:aws:s3:::photos/{p}/*" for p in ("uploads", "inputs",
+                                                                                                "outputs")]
     assert actions["s3:ListBucket"] == {"Effect": "Allow", "Action": ["s3:ListBucket"],
                                         "Resource": ["arn:aws:s3:::photos"],
                                         "Condition": {"StringLike": {"s3:prefix": ["uploads/*"]}}}

@@ -7,12 +7,12 @@ from urllib.parse import quote
 from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 
-from bus.schemas import COMPLETED, TaskState
+from bus.schemas import COMPLETED, PROCESSING, TaskState
 from bus.storage import ObjectMissing
 from bus.tasks import is_task_id
 
 from .. import contract, dispatch
-from ..contract import TaskStatus
+from ..contract import Deleted, TaskStatus
 from ..credits import release_use
 from ..deps import ResourcesDep
 from ..errors import ApiError
@@ -70,6 +70,29 @@ async def cancel(task_id: str, res: ResourcesDep) -> TaskStatus:
                        current_status=state.status, task_id=task_id)
     await release_use(res, state.owner, task_id, "cancelled by the user")
     return task_status(state)
+
+
+@router.delete("/tasks/{task_id}", summary="Delete a task now: its photo, its result and its record",
+               responses={**contract.errors(400, 404, 503),
+                          409: {"model": contract.ErrorBody, "description": "The photo is being enhanced right now"}})
+async def delete(task_id: str, res: ResourcesDep) -> Deleted:
+    """The task id is the capability, as for download. A waiting task is cancelled first (its job is dropped
+    unrun and its use given back); one being enhanced right now is refused with 409 (its worker is about to
+    write the result), and can be deleted once it has finished."""
+    check_task_id(task_id)
+    state = await dispatch.cancel(res, task_id)
+    if state is None:
+        raise task_not_found(res)
+    if state.status == PROCESSING:
+        raise ApiError(409, "The photo is being enhanced right now; delete it once it has finished.",
+                       headers={"Retry-After": "10"}, current_status=state.status, task_id=task_id)
+    if state.stage == dispatch.CANCELLED:
+        await release_use(res, state.owner, task_id, "deleted by the user")
+    for key in (state.input_key, state.output_key):
+        if key:
+            await res.store.remove(key)
+    await res.tasks.purge(task_id)
+    return Deleted(task_id=task_id)
 
 
 @router.get("/download/{task_id}", summary="The enhanced image", response_class=StreamingResponse,

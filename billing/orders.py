@@ -80,11 +80,18 @@ class Orders:
 
     async def create(self, req: PayCreateRequest) -> PayCreateReply:
         wechat = self.wechat
-        openid = self.sessions.openid(req.token)
-        product = self.settings.product(req.product)
-        if product is None:
-            known = ", ".join(p.id for p in self.settings.products)
-            raise BillingError(400, f"Unknown product {req.product!r}; choose one of: {known}.")
+        if req.product or req.token:
+            openid = self.sessions.openid(req.token)
+            product = self.settings.product(req.product)
+            if product is None:
+                known = ", ".join(p.id for p in self.settings.products)
+                raise BillingError(400, f"Unknown product {req.product!r}; choose one of: {known}.")
+        else:  # the original mini-program's body: the payee's openid and an amount that must be a price
+            openid, product = req.openid, next((p for p in self.settings.products if p.amount == req.amount), None)
+            if product is None:
+                prices = ", ".join(f"{p.amount} ({p.name})" for p in self.settings.products)
+                raise BillingError(400, f"The amount {req.amount} fen is not the price of a product; "
+                                        f"the prices are: {prices}.")
         now = time.time()
         order = OrderCreated(out_trade_no=new_out_trade_no(), openid=openid, product=product.id,
                              amount=product.amount, at=now, credits=product.credits,

@@ -41,12 +41,16 @@ class SessionReply(Message):
 
 @dataclass(frozen=True)
 class PayCreateRequest(Message):
-    """``POST /api/wechat/pay/create``: the client names a product, never an amount."""
+    """``POST /api/wechat/pay/create``: the client names a product, never an amount — except the original
+    mini-program, which sends ``{openid, total_fee}``: then ``product`` is empty, ``openid`` names the payee
+    and ``amount`` (fen) must be exactly a product's price."""
 
     TYPE: ClassVar[str] = "pe.v1.billing.pay_create"
 
     token: str
     product: str
+    openid: str = ""
+    amount: int = 0
 
 
 @dataclass(frozen=True)

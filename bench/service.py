@@ -52,7 +52,7 @@ def prepare_models(model_dir: Path, quality: str) -> None:
 
     model_dir.mkdir(parents=True, exist_ok=True)
     torch.save({"params_ema": gfpgan_arch().state_dict()}, model_dir / WEIGHTS_FILE)
-    (weights.load_animevideov3 if quality == "fast" else weights.load_x4plus)(model_dir)
+    weights.model_for(quality, model_dir)[0].load(model_dir)
 
 
 class Sampler:

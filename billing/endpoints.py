@@ -26,7 +26,7 @@ from nats.micro import add_service
 from nats.micro.request import Request
 from nats.micro.service import Service
 
-from bus import __version__, subjects
+from bus import __version__, subjects, texts
 from bus.billing import (
     NotifyRequest,
     OpenidRequest,
@@ -41,6 +41,7 @@ from bus.billing import (
 )
 from bus.codec import SchemaError
 from bus.schemas import Message
+from bus.texts import Said
 
 from .errors import BillingError, NotifyRejected
 from .rooms import Rooms
@@ -76,11 +77,6 @@ def routes(rooms: Rooms) -> dict[str, Route]:
         subjects.BILLING_PAY_REFUND: Route("pay_refund", RefundRequest, rooms.refunds.refund),
         subjects.BILLING_PAY_REFUND_NOTIFY: Route("pay_refund_notify", NotifyRequest, rooms.refunds.notify),
     }
-
-
-def describe_error(e: BillingError) -> str:
-    """Service-error descriptions travel in a NATS header: one line."""
-    return " ".join(e.message.split())
 
 
 class Endpoints:
@@ -128,19 +124,25 @@ class Endpoints:
             try:
                 message = route.request.decode(req.data, subject=req.subject)
             except SchemaError as e:
-                raise BillingError(400, f"Malformed request: {e}") from e
+                raise BillingError(400, texts.BILLING_MALFORMED(detail=str(e))) from e
             reply = await route.handler(message)
             await req.respond(reply.encode(), headers={subjects.TYPE_HEADER: reply.TYPE})
         except BillingError as e:
             if e.status >= 500 or isinstance(e, NotifyRejected):  # a forged notify is worth an operator's look
                 log.warning("%s: %s (%s)", req.subject, e.message, e.status)
-            await req.respond_error(str(e.status), describe_error(e))
+            await _refuse(req, e.status, e.said)
         except Exception:
             log.exception("%s failed", req.subject)
-            await req.respond_error("500", "Billing failed unexpectedly; the details are in its log.")
+            await _refuse(req, 500, texts.BILLING_FAILED())
         except asyncio.CancelledError:  # shutting down past the drain timeout: hand the request back
-            await req.respond_error("503", "Billing is restarting; please try again in a moment.")
+            await _refuse(req, 503, texts.BILLING_RESTARTING())
             raise
+
+
+async def _refuse(req: Request, status: int, said: Said) -> None:
+    """A service error: the status as its code, the English as its description (one line) and what it says
+    (``bus.texts``) as its body, which the edge words in the asker's language."""
+    await req.respond_error(str(status), " ".join(str(said).split()), data=texts.pack(said))
 
 
 async def _drain_endpoints(service: Service) -> None:

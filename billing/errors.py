@@ -4,18 +4,26 @@ travel over the bus as ``nats.micro`` service errors (code = status) and the edg
     BillingError            a request billing refuses (400 bad input, 401/403 session, 404 unknown order, ...)
     ├── NotifyRejected      a WeChat notify that must not be trusted (forged, stale, wrong amount, ...)
     └── WeChatError         WeChat answered with an error or not at all (502/503)
+
+What the caller is told is a ``bus.texts`` catalogue entry (a ``Said``): it travels to the edge beside its
+English, and the edge words it in the language of the person's request. A notify's refusal is read by
+WeChat's servers, not a person, and stays a plain English string.
 """
 
 from __future__ import annotations
 
+from bus.texts import Said, verbatim
+
 
 class BillingError(Exception):
-    """A refused request: ``status`` is the HTTP status, ``message`` a sentence for the caller."""
+    """A refused request: ``status`` is the HTTP status, ``said`` what the caller is told (``message``: its
+    English)."""
 
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
+    def __init__(self, status: int, message: Said | str) -> None:
+        self.said = message if isinstance(message, Said) else verbatim(message)
+        super().__init__(str(self.said))
         self.status = status
-        self.message = message
+        self.message = str(self.said)
 
 
 class NotifyRejected(BillingError):

@@ -13,6 +13,7 @@ import logging
 import secrets
 import time
 
+from bus import texts
 from bus.billing import (
     CLOSED,
     PAID,
@@ -85,13 +86,12 @@ class Orders:
             product = self.settings.product(req.product)
             if product is None:
                 known = ", ".join(p.id for p in self.settings.products)
-                raise BillingError(400, f"Unknown product {req.product!r}; choose one of: {known}.")
+                raise BillingError(400, texts.BILLING_UNKNOWN_PRODUCT(product=req.product, known=known))
         else:  # the original mini-program's body: the payee's openid and an amount that must be a price
             openid, product = req.openid, next((p for p in self.settings.products if p.amount == req.amount), None)
             if product is None:
                 prices = ", ".join(f"{p.amount} ({p.name})" for p in self.settings.products)
-                raise BillingError(400, f"The amount {req.amount} fen is not the price of a product; "
-                                        f"the prices are: {prices}.")
+                raise BillingError(400, texts.BILLING_NOT_A_PRICE(amount=req.amount, prices=prices))
         now = time.time()
         order = OrderCreated(out_trade_no=new_out_trade_no(), openid=openid, product=product.id,
                              amount=product.amount, at=now, credits=product.credits,
@@ -120,7 +120,7 @@ class Orders:
         openid = self.sessions.openid(req.token)
         order = await self.ledger.order(req.out_trade_no)
         if order is None or order.openid != openid:  # someone else's order is as unknown as a missing one
-            raise BillingError(404, "No such order.")
+            raise BillingError(404, texts.BILLING_NO_SUCH_ORDER())
         if order.status == PENDING:
             answer = await self.wechat.query(order.out_trade_no)
             if answer is not None:
@@ -128,7 +128,7 @@ class Orders:
                     order = await self.settle(parse_transaction(answer))
                 except NotifyRejected as e:
                     log.error("WeChat's answer about %s does not match the order: %s", order.out_trade_no, e)
-                    raise BillingError(502, "WeChat Pay's record of this order does not match ours.") from e
+                    raise BillingError(502, texts.BILLING_ORDER_MISMATCH()) from e
         return order_view(order)
 
     async def close(self, req: OrderCloseRequest) -> OrderView:
@@ -137,11 +137,11 @@ class Orders:
         openid = self.sessions.openid(req.token)
         order = await self.ledger.order(req.out_trade_no)
         if order is None or order.openid != openid:
-            raise BillingError(404, "No such order.")
+            raise BillingError(404, texts.BILLING_NO_SUCH_ORDER())
         if order.status == CLOSED:
             return order_view(order)  # closing twice is harmless
         if order.status != PENDING:
-            raise BillingError(409, f"The order is {order.status}; only a pending order can be closed.")
+            raise BillingError(409, texts.BILLING_CLOSE_NOT_PENDING(status=texts.order_status(order.status)))
         await self._close(order, "owner")
         return order_view(await self.ledger.order(order.out_trade_no) or order)
 

@@ -12,6 +12,7 @@ import logging
 import time
 from typing import Any
 
+from bus import texts
 from bus.billing import (
     PAID,
     REFUNDED,
@@ -58,7 +59,7 @@ class Refunds:
         stopping halfway left undone (the credits' revocation)."""
         order = await self.ledger.order(req.out_trade_no)
         if order is None:
-            raise BillingError(404, "No such order.")
+            raise BillingError(404, texts.BILLING_NO_SUCH_ORDER())
         known = await self.ledger.refund(order.out_trade_no)
         if order.status == REFUNDED:
             if known is not None:
@@ -66,14 +67,14 @@ class Refunds:
             return RefundReply(out_trade_no=order.out_trade_no, out_refund_no=known.out_refund_no if known else "",
                                amount=order.amount, status=SUCCESS)
         if order.status != PAID:
-            raise BillingError(409, f"The order is {order.status}; only a paid order can be refunded.")
+            raise BillingError(409, texts.BILLING_REFUND_NOT_PAID(status=texts.order_status(order.status)))
         if known is None:
             await self.facts.record(RefundRequested(
                 out_trade_no=order.out_trade_no, openid=order.openid, out_refund_no=f"RF{order.out_trade_no}",
                 amount=order.amount, at=time.time(), reason=req.reason[:80]))
             known = await self.ledger.refund(order.out_trade_no)
             if known is None:  # the stream had it, the follower has not applied it yet
-                raise BillingError(503, "The refund is being recorded; please ask again in a moment.")
+                raise BillingError(503, texts.BILLING_REFUND_RECORDING())
         answer = await self._ask(known, req.reason[:80])
         return RefundReply(out_trade_no=order.out_trade_no, out_refund_no=known.out_refund_no, amount=known.amount,
                            status=str(answer.get("status") or "PROCESSING"))

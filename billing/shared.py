@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from bus import texts
 from bus.billing import NotifyRequest
 
 from .errors import BillingError, NotifyRejected
@@ -29,7 +30,7 @@ class Balances(asyncio.Lock):
 def need_wechat(wechat: WeChat | None) -> WeChat:
     """The WeChat client, or 503 when this server has none configured."""
     if wechat is None:
-        raise BillingError(503, "WeChat Pay is not configured on this server.")
+        raise BillingError(503, texts.BILLING_PAY_NOT_CONFIGURED())
     return wechat
 
 

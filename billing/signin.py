@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 
+from bus import texts
 from bus.billing import OpenidRequest, SessionReply
 
 from . import tokens
@@ -27,7 +28,7 @@ class Sessions:
     async def sign_in(self, req: OpenidRequest) -> SessionReply:
         code = req.code.strip()
         if not code or len(code) > 128:
-            raise BillingError(400, "Send the code from wx.login as {\"code\": ...}.")
+            raise BillingError(400, texts.BILLING_SEND_CODE())
         openid = await need_wechat(self._wechat).code2session(code)
         assert self.settings.session_secret
         token, expires = tokens.issue(self.settings.session_secret.encode(), openid, self.settings.session_ttl)
@@ -37,5 +38,5 @@ class Sessions:
     def openid(self, token: str) -> str:
         """Whose session ``token`` is; 401 when it is not a valid, unexpired one of ours."""
         if not self.settings.session_secret:  # no WeChat, so no session was ever issued
-            raise BillingError(503, "Mini-program sign-in is not configured on this server.")
+            raise BillingError(503, texts.BILLING_SIGN_IN_NOT_CONFIGURED())
         return tokens.verify(self.settings.session_secret.encode(), token)

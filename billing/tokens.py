@@ -11,6 +11,8 @@ import hashlib
 import hmac
 import time
 
+from bus import texts
+
 from .errors import BillingError
 
 _VERSION = "v1"
@@ -35,10 +37,10 @@ def verify(secret: bytes, token: str, *, now: float | None = None) -> str:
         token = token[7:].strip()
     parts = token.split(".")
     if len(parts) != 4 or parts[0] != _VERSION or not parts[2].isdigit():
-        raise BillingError(401, "Sign in first: send 'Authorization: Bearer <token>' from /api/wechat/auth/openid.")
+        raise BillingError(401, texts.BILLING_SIGN_IN_FIRST())
     payload = ".".join(parts[:3])
     if not hmac.compare_digest(parts[3], _mac(secret, payload)):
-        raise BillingError(401, "The session token is not valid; sign in again.")
+        raise BillingError(401, texts.BILLING_SESSION_INVALID())
     if int(parts[2]) < (now if now is not None else time.time()):
-        raise BillingError(401, "The session has expired; sign in again.")
+        raise BillingError(401, texts.BILLING_SESSION_EXPIRED())
     return parts[1]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import time
 
+from bus import texts
 from bus.billing import (
     RELEASED,
     RESERVED,
@@ -56,7 +57,7 @@ class Uses:
             held = await self.ledger.use(req.task_id)
             if held is not None:  # the edge retried the same task
                 if held.openid != openid:
-                    raise BillingError(409, "This task belongs to someone else.")
+                    raise BillingError(409, texts.BILLING_TASK_NOT_YOURS())
                 return UseReply(openid=openid, task_id=req.task_id, use=held.use, status=held.status)
             now = time.time()
             use = await (self._anonymous_funding(openid, now) if anonymous else self._funding(openid, now))
@@ -72,22 +73,21 @@ class Uses:
             return USE_FREE
         if account.credits - await self.ledger.held(openid, now - self.settings.reservation_hold) > 0:
             return USE_CREDIT
-        free = f"today's {self.settings.free_daily} free uses are spent and " if self.settings.free_daily else ""
-        raise BillingError(402, f"No enhancements left: {free}there are no credits; buy a package to continue.")
+        free = self.settings.free_daily
+        raise BillingError(402, texts.BILLING_NO_USES_LEFT_TODAY(free=free) if free else texts.BILLING_NO_USES_LEFT())
 
     async def _anonymous_funding(self, visitor: str, now: float) -> str:
         """A web visitor has a daily quota of free uses, counted like a user's (a failed task gives one back)."""
         limit = self.settings.anonymous_daily
         if limit and await self.ledger.free_used(visitor, china_day(now)) >= limit:
-            raise BillingError(402, f"Today's {limit} free enhancements for visitors are used up; come back "
-                                    "tomorrow, or use the mini-program to buy more.")
+            raise BillingError(402, texts.BILLING_VISITOR_QUOTA(limit=limit))
         return USE_FREE
 
     async def release(self, req: UseReleaseRequest) -> UseReply:
         """Give back the use of a task the edge could not queue (only a still-reserved one changes)."""
         held = await self.ledger.use(req.task_id)
         if held is None or held.openid != req.openid:
-            raise BillingError(404, "No use is reserved for this task.")
+            raise BillingError(404, texts.BILLING_NO_USE_RESERVED())
         if held.status == RESERVED:
             await self.facts.record(UseReleased(openid=req.openid, task_id=req.task_id, at=time.time(),
                                                 reason=req.reason[:200]))

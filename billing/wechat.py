@@ -33,6 +33,8 @@ from cryptography.x509 import Certificate
 from wechatpayv3.async_ import AsyncWeChatPay, WeChatPayType
 from wechatpayv3.async_.utils import aes_decrypt, build_authorization, load_certificate, load_private_key, rsa_verify
 
+from bus import texts
+
 from .errors import BillingError, WeChatError
 from .settings import WeChatSettings
 
@@ -50,10 +52,10 @@ CERTIFICATE_REFRESH_INTERVAL = 60.0
 
 #: jscode2session error codes (answered with HTTP 200) and what we tell the caller.
 _LOGIN_ERRORS = {
-    40029: (400, "The login code is not valid; call wx.login again."),
-    40163: (400, "The login code was already used; call wx.login again."),
-    45011: (429, "Too many sign-ins right now; try again in a minute."),
-    -1: (503, "WeChat is busy; try again in a moment."),
+    40029: (400, texts.WECHAT_LOGIN_CODE_INVALID),
+    40163: (400, texts.WECHAT_LOGIN_CODE_USED),
+    45011: (429, texts.WECHAT_TOO_MANY_SIGN_INS),
+    -1: (503, texts.WECHAT_BUSY),
 }
 
 
@@ -93,19 +95,19 @@ class WeChat:
         try:
             r = await self.http.get("/sns/jscode2session", params=params)
         except httpx.HTTPError as e:
-            raise WeChatError(503, "WeChat could not be reached to sign in; try again in a moment.") from e
+            raise WeChatError(503, texts.WECHAT_SIGN_IN_UNREACHABLE()) from e
         try:
             data = json.loads(r.content)  # WeChat may say text/plain
         except ValueError as e:
-            raise WeChatError(502, "WeChat answered the sign-in with something unreadable.") from e
+            raise WeChatError(502, texts.WECHAT_SIGN_IN_UNREADABLE()) from e
         errcode = data.get("errcode") or 0
         if r.status_code != 200 or errcode:
-            status, message = _LOGIN_ERRORS.get(errcode, (502, "WeChat refused the sign-in."))
+            status, refusal = _LOGIN_ERRORS.get(errcode, (502, texts.WECHAT_SIGN_IN_REFUSED))
             log.warning("jscode2session failed: HTTP %s errcode %s", r.status_code, errcode)
-            raise WeChatError(status, message)
+            raise WeChatError(status, refusal())
         openid = data.get("openid")
         if not isinstance(openid, str) or not _OPENID.match(openid):
-            raise WeChatError(502, "WeChat's sign-in answer has no valid openid.")
+            raise WeChatError(502, texts.WECHAT_NO_OPENID())
         return openid
 
     async def prepay(self, *, out_trade_no: str, description: str, amount: int, openid: str,
@@ -117,7 +119,7 @@ class WeChat:
         prepay_id = _json(body).get("prepay_id") if status == 200 else None
         if not isinstance(prepay_id, str) or not prepay_id:
             log.warning("prepay for %s failed: HTTP %s %s", out_trade_no, status, _short(body))
-            raise WeChatError(502, "WeChat Pay refused to create the payment.")
+            raise WeChatError(502, texts.WECHAT_PREPAY_REFUSED())
         return prepay_id
 
     def pay_params(self, prepay_id: str) -> dict[str, str]:
@@ -134,7 +136,7 @@ class WeChat:
             return None
         if status != 200:
             log.warning("query of %s failed: HTTP %s %s", out_trade_no, status, _short(body))
-            raise WeChatError(502, "WeChat Pay could not tell the order's state.")
+            raise WeChatError(502, texts.WECHAT_ORDER_STATE_UNKNOWN())
         return _json(body)
 
     async def close(self, out_trade_no: str) -> None:
@@ -143,9 +145,9 @@ class WeChat:
         if status == 204:
             return
         if status == 400 and _json(body).get("code") == "ORDERPAID":
-            raise WeChatError(409, "The order was paid before it could be closed.")
+            raise WeChatError(409, texts.WECHAT_PAID_BEFORE_CLOSE())
         log.warning("close of %s failed: HTTP %s %s", out_trade_no, status, _short(body))
-        raise WeChatError(502, "WeChat Pay refused to close the order.")
+        raise WeChatError(502, texts.WECHAT_CLOSE_REFUSED())
 
     async def refund(self, *, out_trade_no: str, out_refund_no: str, amount: int, reason: str) -> dict[str, Any]:
         """Ask for a full refund (idempotent by ``out_refund_no``); WeChat's refund record, usually
@@ -157,7 +159,7 @@ class WeChat:
         answer = _json(body)
         if status != 200 or not answer.get("out_refund_no"):
             log.warning("refund of %s failed: HTTP %s %s", out_trade_no, status, _short(body))
-            raise WeChatError(502, f"WeChat Pay refused the refund: {str(answer.get('message') or status)[:200]}")
+            raise WeChatError(502, texts.WECHAT_REFUND_REFUSED(detail=str(answer.get("message") or status)[:200]))
         return answer
 
     async def query_refund(self, out_refund_no: str) -> dict[str, Any] | None:
@@ -167,7 +169,7 @@ class WeChat:
             return None
         if status != 200:
             log.warning("query of refund %s failed: HTTP %s %s", out_refund_no, status, _short(body))
-            raise WeChatError(502, "WeChat Pay could not tell the refund's state.")
+            raise WeChatError(502, texts.WECHAT_REFUND_STATE_UNKNOWN())
         return _json(body)
 
     async def open_notify(self, headers: dict[str, str], body: bytes) -> dict[str, Any] | None:
@@ -275,12 +277,12 @@ class WeChat:
         try:
             return await call
         except httpx.HTTPError as e:
-            raise WeChatError(503, "WeChat Pay could not be reached; try again in a moment.") from e
+            raise WeChatError(503, texts.WECHAT_PAY_UNREACHABLE()) from e
         except BillingError:
             raise
         except Exception as e:  # wechatpayv3: a response whose signature does not verify
             log.error("WeChat Pay %s: %s", what, e)
-            raise WeChatError(502, "WeChat Pay's answer could not be verified.") from e
+            raise WeChatError(502, texts.WECHAT_PAY_UNVERIFIED()) from e
 
 
 def china_time(at: float) -> str:

@@ -16,13 +16,16 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self
 
-from . import capabilities
+from . import capabilities, texts
 from .codec import SchemaError, pack, pack_json, unpack_any
 
 QUEUED, PROCESSING, COMPLETED, FAILED = "queued", "processing", "completed", "failed"
 STATUSES = (QUEUED, PROCESSING, COMPLETED, FAILED)
 FINAL_STATUSES = (COMPLETED, FAILED)
 QUALITIES = ("fast", "medium", "high")
+DEFAULT_FACE_STRENGTH = 0.7
+#: What a result is written as: ``auto`` keeps PNG (and anything with transparency) PNG, else JPEG.
+OUTPUT_FORMATS = ("auto", "jpeg", "png", "webp", "avif")
 SCALES = (2, 4)
 
 
@@ -115,16 +118,29 @@ class EnhanceOptions:
     tile_size: int = 400
     #: None ("auto"): restore faces when a worker on the bus can; True: require it; False: never.
     face_enhance: bool | None = None
+    #: How much of the restored face replaces the photo's own (0: the original face, 1: fully restored); faces
+    #: are blended this much where they are pasted. 0.7 keeps the photo's skin texture and likeness while still
+    #: repairing blur (README, "Face restoration strength").
+    face_strength: float = DEFAULT_FACE_STRENGTH
+    #: The result's file format (``OUTPUT_FORMATS``) and, for JPEG, WebP and AVIF, its quality (1–100).
+    output_format: str = "auto"
+    output_quality: int = 92
 
     def __post_init__(self) -> None:
         if not _accepts(int, self.scale) or self.scale not in SCALES:
-            raise ValueError(f"scale must be 2 or 4, not {self.scale!r}")
+            raise ValueError(texts.OPTION_SCALE(value=self.scale))
         if self.quality not in QUALITIES:
-            raise ValueError(f"quality_level must be one of fast, medium, high, not {self.quality!r}")
+            raise ValueError(texts.OPTION_QUALITY(value=self.quality))
         if not _accepts(int, self.tile_size) or not (self.tile_size == 0 or 32 <= self.tile_size <= 2048):
-            raise ValueError(f"tile_size must be 0 (no tiling) or between 32 and 2048, not {self.tile_size!r}")
+            raise ValueError(texts.OPTION_TILE_SIZE(value=self.tile_size))
         if not _accepts(bool | None, self.face_enhance):
-            raise ValueError(f"face_enhance must be true, false or auto, not {self.face_enhance!r}")
+            raise ValueError(texts.OPTION_FACE_ENHANCE(value=self.face_enhance))
+        if not _accepts(float, self.face_strength) or not 0 <= self.face_strength <= 1:
+            raise ValueError(texts.OPTION_FACE_STRENGTH(value=self.face_strength))
+        if self.output_format not in OUTPUT_FORMATS:
+            raise ValueError(texts.OPTION_OUTPUT_FORMAT(value=self.output_format))
+        if not _accepts(int, self.output_quality) or not 1 <= self.output_quality <= 100:
+            raise ValueError(texts.OPTION_OUTPUT_QUALITY(value=self.output_quality))
 
 
 #: The option fields of a ``pe.v1`` job or record, which kept them flat beside the others.
@@ -155,6 +171,8 @@ class EnhanceJob(Message):
     options: EnhanceOptions = field(default_factory=EnhanceOptions)
     owner: str | None = None
     submitted_at: float = 0.0
+    #: The edge's limit on the result's pixels (``bus.output_size``); 0: none given (the worker's own applies).
+    max_output_pixels: int = 0
 
 
 @dataclass(frozen=True)
@@ -172,6 +190,9 @@ class JobResult:
     faces: int
     #: Seconds per stage (fetch, decode, wait, engine, encode, store).
     timings: dict[str, float] = field(default_factory=dict)
+    #: The scale the result was made at when less than the one asked (``bus.output_size``), and why.
+    output_scale: float | None = None
+    notice: texts.Said | None = None
 
 
 @dataclass(frozen=True)
@@ -219,6 +240,20 @@ class TaskState(Message):
     faces: int | None = None
     error: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    #: What ``message`` and ``error`` say, as ``bus.texts`` catalogue keys and values (``texts.stored``), so the
+    #: edge can put them in each reader's language; ``message`` and ``error`` are their English. None: a
+    #: record from before, or words from outside the catalogue (the English is shown).
+    message_text: dict[str, Any] | None = None
+    error_text: dict[str, Any] | None = None
+    #: The scale the result is made at when less than ``options.scale`` (to stay under the limits of
+    #: ``bus.output_size``), and the sentence that tells the person (its English, and as ``message_text``);
+    #: None when it is made as asked.
+    output_scale: float | None = None
+    notice: str | None = None
+    notice_text: dict[str, Any] | None = None
+    #: While processing: the worker's estimate of the seconds still needed, as of ``updated_at`` (readers count it
+    #: down from there); None when it cannot tell yet (``enhancer.progress.Remaining``).
+    eta_seconds: float | None = None
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -236,11 +271,13 @@ class TaskState(Message):
     def completed(self, result: JobResult, *, at: float, processing_time: float) -> TaskState:
         """This record once its job is done: ``completed``, with what the worker made."""
         return dataclasses.replace(
-            self, status=COMPLETED, stage=COMPLETED, progress=1.0, message="Enhancement completed", updated_at=at,
+            self, status=COMPLETED, stage=COMPLETED, progress=1.0, **texts.stored(message=texts.TASK_COMPLETED()),
+            updated_at=at,
             finished_at=at, processing_time=processing_time, output_key=result.output_key,
             output_name=result.output_name, output_content_type=result.output_content_type,
             output_size=result.output_size, output_width=result.output_width, output_height=result.output_height,
-            engine=result.engine, faces=result.faces, timings=dict(result.timings))
+            engine=result.engine, faces=result.faces, timings=dict(result.timings), output_scale=result.output_scale,
+            **texts.stored(notice=result.notice))
 
 
 @dataclass(frozen=True)
@@ -254,6 +291,10 @@ class TaskProgress(Message):
     progress: float
     message: str = ""
     at: float = 0.0
+    #: What ``message`` says, as catalogue key and values (``bus.texts``); ``message`` is its English.
+    message_text: dict[str, Any] | None = None
+    #: The worker's estimate of the seconds still needed, as of ``at``; None when it cannot tell yet.
+    eta_seconds: float | None = None
 
 
 @dataclass(frozen=True)
@@ -304,10 +345,19 @@ class EnhancerPresence(Message):
     models: dict[str, str] = field(default_factory=dict)
     #: What its engines can do (``bus.capabilities``): the edge routes jobs by these, never by engine names.
     capabilities: list[str] = field(default_factory=list)
+    #: The super-resolution model it runs for each quality level (``enhancer.weights.model_for``), and the levels
+    #: whose model is a stand-in while that level's own weights are missing on this worker.
+    quality_models: dict[str, str] = field(default_factory=dict)
+    fallback_levels: list[str] = field(default_factory=list)
     capacity: int = 1
     in_flight: int = 0
     jobs_done: int = 0
     jobs_failed: int = 0
+    #: Its recent throughput (``enhancer.throughput``): a moving average of the seconds a job takes it (from its
+    #: fetch to its store, whatever the job asked; None before its first job), and per quality level, of the seconds
+    #: a job takes per megapixel of the photo it enlarges. How the edge tells a waiting task how long it will take.
+    job_seconds: float | None = None
+    seconds_per_megapixel: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.state not in (JOINED, ALIVE, DRAINING, LEFT):

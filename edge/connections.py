@@ -34,6 +34,9 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bus.settings import SettingsError, env_float, env_int
+from bus.texts import Said, Text, render
+
+from . import texts
 
 log = logging.getLogger(__name__)
 
@@ -86,10 +89,10 @@ class ConnectionLimits:
 
     def pools(self) -> list[Pool]:
         return [
-            Pool("streams", "event streams and result waits", self.streams_per_client, self.streams, 10),
-            Pool("downloads", "downloads", self.downloads_per_client, self.downloads, 5),
-            Pool("reads", "status requests", self.reads_per_client, self.reads, 2),
-            Pool("uploads", "uploads", self.uploads_per_client, self.uploads, 5),
+            Pool("streams", texts.POOL_STREAMS, self.streams_per_client, self.streams, 10),
+            Pool("downloads", texts.POOL_DOWNLOADS, self.downloads_per_client, self.downloads, 5),
+            Pool("reads", texts.POOL_READS, self.reads_per_client, self.reads, 2),
+            Pool("uploads", texts.POOL_UPLOADS, self.uploads_per_client, self.uploads, 5),
         ]
 
 
@@ -120,7 +123,7 @@ class Pool:
 
     name: str
     #: What the pool holds, in the sentence a refused client reads.
-    what: str
+    what: Text
     per_client: int
     total: int
     #: Seconds a refused client is told to wait.
@@ -128,15 +131,13 @@ class Pool:
     open: int = 0
     by_client: dict[str, int] = field(default_factory=dict)
 
-    def admit(self, client: str) -> tuple[int, str] | None:
+    def admit(self, client: str) -> tuple[int, Said] | None:
         """Take a place for ``client``; or the status and sentence of the refusal."""
         held = self.by_client.get(client, 0)
         if held >= self.per_client:
-            return 429, (f"Too many {self.what} are open from your address ({self.per_client} at most); "
-                         f"close one or try again in {self.retry_after} seconds.")
+            return 429, texts.TOO_MANY_OPEN_HERE(what=self.what(), limit=self.per_client, seconds=self.retry_after)
         if self.open >= self.total:
-            return 503, (f"The service has too many {self.what} open right now; "
-                         f"please try again in {self.retry_after} seconds.")
+            return 503, texts.TOO_MANY_OPEN(what=self.what(), seconds=self.retry_after)
         self.by_client[client] = held + 1
         self.open += 1
         return None
@@ -185,7 +186,7 @@ class ConnectionLimitMiddleware:
         refusal = pool.admit(client) if pool is not None else None
         try:
             if pool is not None and refusal is not None:
-                await _refuse(timed_send, *refusal, pool.retry_after)
+                await _refuse(timed_send, refusal[0], render(refusal[1], texts.scope_language(scope)), pool.retry_after)
             else:
                 await self.app(scope, receive, timed_send)
         except (ClientStalled, BaseExceptionGroup) as e:  # a streaming response's task group wraps it in a group

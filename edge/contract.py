@@ -27,7 +27,8 @@ class ErrorBody(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    error: str = Field(description="What went wrong, in a sentence meant for the user")
+    error: str = Field(description="What went wrong, in a sentence meant for the user: in Chinese when the request "
+                                   "asks for it (Accept-Language: zh..., or ?lang=zh), else in English")
 
 
 def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
@@ -68,6 +69,11 @@ class TaskOptions(BaseModel):
     quality_level: str
     tile_size: int
     face_enhance: bool | None = Field(description="null: restore faces when the service can")
+    face_strength: float = Field(description="How much of a restored face replaces the photo's own: 0 (the "
+                                             "original face) to 1 (fully restored)")
+    output_format: Literal["auto", "jpeg", "png", "webp", "avif"] = Field(
+        description="auto: PNG stays PNG, as does a photo with transparency; anything else becomes JPEG")
+    output_quality: int = Field(description="1–100; used by jpeg, webp and avif")
 
 
 class TaskInput(BaseModel):
@@ -94,12 +100,12 @@ class TaskStatus(BaseModel):
     status: Status
     stage: str | None = Field(description="queued, fetched, decoded, faces_detected, restoring, upscaling, "
                                           "encoding, stored, completed, failed or cancelled")
-    message: str | None
+    message: str | None = Field(description="What is happening, in a sentence in the request's language")
     progress: float = Field(description="0 to 1")
     queue_position: int | None = Field(description="1 = next, while queued")
     result_url: str | None = Field(description="Where to download the result, once completed")
     download_url: str | None = Field(description="The same as result_url (the original's documented name)")
-    error: str | None
+    error: str | None = Field(description="Why it failed, in a sentence in the request's language")
     created_at: float
     updated_at: float
     processing_time: float | None = Field(description="Seconds")
@@ -107,6 +113,13 @@ class TaskStatus(BaseModel):
     options: TaskOptions
     input: TaskInput
     output: TaskOutput | None = Field(description="Once completed")
+    output_scale: float = Field(description="The scale the result is (or will be) made at: options.scale, or "
+                                            "less when the result would exceed the service's size limits")
+    notice: str | None = Field(description="Something to tell the person about the result, e.g. that it was "
+                                           "enlarged less than asked to stay under the size limit on results")
+    eta_seconds: int | None = Field(description="About how many seconds until it is done, while queued or "
+                                                "processing, from the enhancers' measured pace (README, \"How long "
+                                                "will it take?\"); null when not measured yet, or once it has ended")
 
 
 class Deleted(BaseModel):
@@ -124,6 +137,8 @@ class TaskProgress(BaseModel):
     stage: str | None
     progress: float = Field(description="0 to 1")
     message: str | None
+    eta_seconds: int | None = Field(description="About how many seconds until it is done, from the pace of its "
+                                                "enhancer so far; null when it cannot tell yet")
 
 
 # --- presigned uploads ---------------------------------------------------------------------------

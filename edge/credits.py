@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from bus import subjects
 from bus.billing import UseReleaseRequest, UseReply, UseRequest
 
+from . import texts
 from .billing_client import ask
 from .errors import ApiError
 from .resources import Resources
@@ -56,8 +57,7 @@ async def reserve_use(res: Resources, payer: Payer, task_id: str) -> str | None:
                           UseReply)
     except ApiError as e:
         if e.status in (503, 504):  # billing away: say what cannot be done, not "payments"
-            raise ApiError(503, "Your remaining uses cannot be checked right now; please try again in a moment.",
-                           headers={"Retry-After": "10"}, success=False) from e
+            raise ApiError(503, texts.USES_UNCHECKED(), headers={"Retry-After": "10"}, success=False) from e
         raise
     return reply.openid
 

@@ -17,5 +17,5 @@ ResourcesDep = Annotated[Resources, Depends(get_resources)]
 
 
 def client_address(request: Request) -> str:
-    """The caller's address (uvicorn resolves X-Forwarded-For from trusted proxies)."""
+    """The caller's address: behind a trusted proxy (``EDGE_TRUSTED_PROXIES``) the client it names."""
     return request.client.host if request.client else ""

@@ -16,9 +16,11 @@ import nats.errors
 import nats.js.errors
 from nats.js.api import ConsumerInfo
 
-from bus import capabilities, retrying, subjects
+from bus import capabilities, output_size, retrying, subjects
 from bus.schemas import FAILED, QUEUED, EnhanceJob, EnhanceOptions, TaskState
+from bus.texts import TASK_CANCELLED, TASK_CANCELLED_BY_USER, TASK_QUEUED, capability_name, said_of, stored
 
+from . import texts
 from .errors import ApiError
 from .resources import Resources
 
@@ -42,8 +44,7 @@ async def require_enhancer(res: Resources, options: EnhanceOptions | None = None
     """503 at once when no enhancer is on the bus, or (given the job's ``options``) none that can do what
     the job needs: refused before anything is stored or reserved."""
     if not await enhancers_present(res):
-        raise ApiError(503, "No enhancer is available right now; please try again in a moment.",
-                       headers={"Retry-After": "10"})
+        raise ApiError(503, texts.NO_ENHANCER(), headers={"Retry-After": "10"})
     if options is not None:
         route(res, options)
 
@@ -54,11 +55,7 @@ def offered_capabilities(res: Resources) -> set[str]:
 
 
 #: Why a job was refused when it needs a capability that no healthy enhancer has, by capability.
-_UNAVAILABLE = {
-    capabilities.FACES: "Face restoration is not available right now: no enhancer on the bus can restore faces "
-                        "(operators: `photoenhance models fetch` installs the weights). Send face_enhance=auto "
-                        "or false to enhance without it.",
-}
+_UNAVAILABLE = {capabilities.FACES: texts.FACES_UNAVAILABLE}
 
 
 def route(res: Resources, options: EnhanceOptions) -> str:
@@ -70,8 +67,9 @@ def route(res: Resources, options: EnhanceOptions) -> str:
     offered = offered_capabilities(res)
     capability = capabilities.needed(options, offered)
     if capability != capabilities.BASE and capability not in offered:
-        raise ApiError(503, _UNAVAILABLE.get(capability, f"No enhancer on the bus offers "
-                                                         f"{capabilities.DESCRIPTIONS[capability]} right now."))
+        unavailable = _UNAVAILABLE.get(capability)
+        raise ApiError(503, unavailable() if unavailable is not None
+                       else texts.CAPABILITY_UNAVAILABLE(capability=capability_name(capability)))
     return capability
 
 
@@ -80,8 +78,7 @@ BUSY_RETRY_AFTER = 10
 
 
 def _busy(waiting: int) -> ApiError:
-    return ApiError(429, f"The service is busy: {waiting} photos are already waiting. Please try again shortly.",
-                    headers={"Retry-After": str(BUSY_RETRY_AFTER)})
+    return ApiError(429, texts.BUSY(waiting=waiting), headers={"Retry-After": str(BUSY_RETRY_AFTER)})
 
 
 async def require_room(res: Resources) -> None:
@@ -90,6 +87,16 @@ async def require_room(res: Resources) -> None:
     waiting = (await queue_depth(res)).waiting
     if waiting >= res.settings.tasks.queue_limit:
         raise _busy(waiting)
+
+
+def output_plan(res: Resources, width: int, height: int, options: EnhanceOptions) -> output_size.OutputPlan:
+    """The result a ``width`` × ``height`` photo will give: at the scale asked, or the largest that keeps it
+    within ``MAX_OUTPUT_MEGAPIXELS`` and its format's limits (``bus.output_size``); 422 when none does."""
+    try:
+        return output_size.plan(width, height, options.scale, options.output_format,
+                                max_pixels=res.settings.max_output_pixels)
+    except output_size.ResultTooLarge as e:
+        raise ApiError(422, said_of(e)) from e
 
 
 async def submit(
@@ -107,15 +114,17 @@ async def submit(
     """Record the task (queued) and put its job on the queue of the capability it needs, de-duplicated by
     task id; 503 (nothing recorded) when no enhancer on the bus has that capability (see :func:`route`)."""
     capability = route(res, options)
+    planned = output_plan(res, width, height, options)
     now = time.time()
     state = TaskState(
         task_id=task_id, status=QUEUED, created_at=now, updated_at=now, input_key=input_key,
         input_name=input_name, input_size=input_size, width=width, height=height, options=options, owner=owner,
-        capability=capability, stage=QUEUED, message="Queued: waiting for a free enhancer",
+        capability=capability, stage=QUEUED, **stored(message=TASK_QUEUED()),
+        output_scale=planned.scale if planned.reduced else None, **stored(notice=planned.notice),
     )
     revision = await res.tasks.create(state)
     job = EnhanceJob(task_id=task_id, input_key=input_key, input_name=input_name, options=options, owner=owner,
-                     submitted_at=now)
+                     submitted_at=now, max_output_pixels=res.settings.max_output_pixels)
     subject = subjects.jobs_subject(capability)
     try:
         # Idempotent thanks to Nats-Msg-Id: a retry after a lost acknowledgement is dropped as a duplicate.
@@ -174,7 +183,7 @@ async def cancel(res: Resources, task_id: str) -> TaskState | None:
     started, unchanged; ``None`` when there is no such task."""
     now = time.time()
     return await res.tasks.update(task_id, lambda s: s.replace(
-        status=FAILED, stage=CANCELLED, message="Cancelled", error="Cancelled by the user before it started.",
+        status=FAILED, stage=CANCELLED, **stored(message=TASK_CANCELLED(), error=TASK_CANCELLED_BY_USER()),
         finished_at=now, updated_at=now) if s.status == QUEUED else None)
 
 

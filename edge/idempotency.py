@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
+from . import texts
 from .errors import ApiError
 
 HEADER = "Idempotency-Key"
@@ -29,7 +30,7 @@ _ROUNDS = 5
 
 def claim_key(identity: str, key: str) -> str:
     if not _VALID.fullmatch(key):
-        raise ApiError(400, f"The {HEADER} header must be 1 to 200 visible ASCII characters.")
+        raise ApiError(400, texts.IDEMPOTENCY_KEY_BAD(header=HEADER))
     return "idem." + hashlib.sha256(f"{identity}\n{key}".encode()).hexdigest()
 
 
@@ -58,8 +59,7 @@ async def claim(kv: KeyValue, key: str, task_id: str, *, has_task: Callable[[str
             return None
         except KeyWrongLastSequenceError:  # another request took it over first
             continue
-    raise ApiError(409, f"Other requests with this {HEADER} keep arriving at the same moment; try again.",
-                   headers={"Retry-After": "2"})
+    raise ApiError(409, texts.IDEMPOTENCY_CONTENDED(header=HEADER), headers={"Retry-After": "2"})
 
 
 async def release(kv: KeyValue, key: str) -> None:

@@ -11,16 +11,26 @@ import warnings
 from dataclasses import dataclass
 from typing import BinaryIO
 
+import pi_heif
 from PIL import Image, UnidentifiedImageError
 
+from bus.texts import listing
+
+from . import texts
 from .errors import ApiError
 
 with contextlib.suppress(ImportError):  # AVIF codecs beyond Pillow's own (Pillow >= 11.3 reads AVIF too)
     import pillow_avif  # noqa: F401
 
+# HEIC/HEIF (iPhones and many Android phones), decode only: pi-heif carries libheif and the LGPL libde265
+# decoder, without the GPL x265 encoder that pillow-heif's wheels bundle.
+pi_heif.register_heif_opener(thumbnails=False, depth_images=False, aux_images=False)
+
 SUPPORTED = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "AVIF": "image/avif",
-             "BMP": "image/bmp", "TIFF": "image/tiff"}
-SUPPORTED_TEXT = "JPEG, PNG, WebP, AVIF, BMP and TIFF"
+             "HEIF": "image/heif", "BMP": "image/bmp", "TIFF": "image/tiff"}
+#: The formats as a person names them, in sentences (``JPEG, PNG, ... and TIFF``; ``JPEG、PNG、...、TIFF``).
+SUPPORTED_NAMES = ("JPEG", "PNG", "WebP", "AVIF", "HEIC", "BMP", "TIFF")
+SUPPORTED_TEXT = str(listing(SUPPORTED_NAMES))
 
 
 @dataclass(frozen=True)
@@ -45,24 +55,26 @@ def inspect(fp: BinaryIO, *, max_pixels: int) -> ImageInfo:
             # Many phones save a multi-picture JPEG (Pillow: "MPO"); its first picture is the photo.
             fmt = _ALIASES.get((img.format or "").upper(), (img.format or "").upper())
             if fmt not in SUPPORTED:
-                raise ApiError(415, f"Images in {fmt or 'this'} format are not supported. "
-                                    f"Supported formats: {SUPPORTED_TEXT}.")
+                supported = listing(SUPPORTED_NAMES)
+                raise ApiError(415, texts.UPLOAD_FORMAT(format=fmt, supported=supported) if fmt
+                               else texts.UPLOAD_FORMAT_UNNAMED(supported=supported))
             width, height = img.size
             if width < 1 or height < 1:
-                raise ApiError(400, "The image has no pixels.")
+                raise ApiError(400, texts.UPLOAD_NO_PIXELS())
             if width * height > max_pixels:
-                raise ApiError(413, f"The image is {width}×{height} pixels ({width * height / 1e6:.1f} megapixels); "
-                                    f"the limit is {max_pixels / 1e6:g} megapixels.")
+                raise ApiError(413, texts.UPLOAD_TOO_MANY_PIXELS(width=width, height=height,
+                                                                 megapixels=width * height / 1e6,
+                                                                 limit=max_pixels / 1e6))
             img.load()
     except ApiError:
         raise
     except UnidentifiedImageError as e:
-        raise ApiError(400, f"The file is not an image we can read. Supported formats: {SUPPORTED_TEXT}.") from e
+        raise ApiError(400, texts.UPLOAD_NOT_AN_IMAGE(supported=listing(SUPPORTED_NAMES))) from e
     except (OSError, SyntaxError, ValueError, EOFError) as e:
-        raise ApiError(400, "The image file is damaged or incomplete (it could not be decoded).") from e
+        raise ApiError(400, texts.UPLOAD_DAMAGED()) from e
     except Image.DecompressionBombError as e:  # Pillow refuses to even open it: far beyond our limit
-        raise ApiError(413, f"The image is too large (over {2 * (Image.MAX_IMAGE_PIXELS or 0) / 1e6:.0f} "
-                            f"megapixels); the limit is {max_pixels / 1e6:g} megapixels.") from e
+        raise ApiError(413, texts.UPLOAD_BOMB(over=2 * (Image.MAX_IMAGE_PIXELS or 0) / 1e6,
+                                              limit=max_pixels / 1e6)) from e
     finally:
         fp.seek(0)
     return ImageInfo(format=fmt, content_type=SUPPORTED[fmt], width=width, height=height)

@@ -6,7 +6,8 @@ checked photo to :func:`accept`, so the rules of admission are written once:
 
 1. :func:`check` — not empty, not over the upload limit, an image we can read and within the pixel limit
    (4xx with a sentence, at once, rather than a failed task minutes later);
-2. :func:`accept` — an enhancer that can do what the options need is on the bus (503) and the queue has
+2. :func:`accept` — a result some scale can fit (422, ``bus.output_size``: a WebP cannot be wider than 16383
+   pixels), an enhancer that can do what the options need is on the bus (503) and the queue has
    room (429), *then* one use is held for the payer (401/402), the checked bytes are stored under a key
    of this request's own, the task is recorded and its job queued. If anything fails before the task is
    queued, the use is given back; once a task with this id is queued — by this request or by a
@@ -26,7 +27,7 @@ from starlette.concurrency import run_in_threadpool
 from bus.schemas import EnhanceOptions, TaskState
 from bus.storage import display_name, input_key
 
-from . import credits, dispatch
+from . import credits, dispatch, texts
 from .credits import Payer
 from .errors import ApiError
 from .images import ImageInfo, inspect
@@ -47,14 +48,14 @@ class Photo:
 
 def too_large(limit: int) -> ApiError:
     """413 with the limit in megabytes (also what a presigned URL's oversized object is told)."""
-    return ApiError(413, f"The upload is too large. The maximum size is {limit / (1024 * 1024):g} MB.")
+    return ApiError(413, texts.UPLOAD_TOO_LARGE(mb=limit / (1024 * 1024)))
 
 
 async def check(res: Resources, file: BinaryIO, size: int, filename: str | None) -> Photo:
     """Size and image checks; decoding runs off the event loop (a large photo takes a while)."""
     settings = res.settings
     if size == 0:
-        raise ApiError(400, "The uploaded file is empty.")
+        raise ApiError(400, texts.UPLOAD_EMPTY())
     if size > settings.max_upload_bytes:
         raise too_large(settings.max_upload_bytes)
     info = await run_in_threadpool(inspect, file, max_pixels=settings.max_input_pixels)
@@ -64,6 +65,7 @@ async def check(res: Resources, file: BinaryIO, size: int, filename: str | None)
 async def accept(res: Resources, photo: Photo, options: EnhanceOptions, payer: Payer, *, task_id: str) -> TaskState:
     """Queue ``photo`` as task ``task_id`` and return its record (``queued``). When a concurrent request
     queued the same ``task_id`` first (one presigned ``file_key`` sent twice), that task's record."""
+    dispatch.output_plan(res, photo.info.width, photo.info.height, options)  # a result no scale can fit: 422
     await dispatch.require_enhancer(res, options)  # also one that can do what the options need
     await dispatch.require_room(res)
     owner = await credits.reserve_use(res, payer, task_id)

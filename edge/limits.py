@@ -16,19 +16,25 @@ import json
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from bus.texts import Said, render
+
+from .texts import UPLOAD_STALLED, UPLOAD_TOO_LARGE, scope_language
+
 
 class BodyTooLarge(HTTPException):
     """An HTTPException, so that FastAPI's body parsing passes it on instead of calling it a 400."""
 
     def __init__(self, limit_mb: float) -> None:
-        super().__init__(413, f"The upload is too large. The maximum size is {limit_mb:g} MB.")
+        self.said = UPLOAD_TOO_LARGE(mb=limit_mb)
+        super().__init__(413, str(self.said))
 
 
 class BodyStalled(HTTPException):
     """An HTTPException for the same reason as :class:`BodyTooLarge`."""
 
     def __init__(self, seconds: float) -> None:
-        super().__init__(408, f"The upload stalled: no data arrived for {seconds:g} seconds. Please try again.")
+        self.said = UPLOAD_STALLED(seconds=seconds)
+        super().__init__(408, str(self.said))
 
 
 class BodyLimitMiddleware:
@@ -39,8 +45,8 @@ class BodyLimitMiddleware:
         self.limit_mb = max_bytes / (1024 * 1024)
         self.body_timeout = body_timeout
 
-    async def _refuse(self, send: Send, status: int = 413, message: str | None = None) -> None:
-        message = message or f"The upload is too large. The maximum size is {self.limit_mb:g} MB."
+    async def _refuse(self, scope: Scope, send: Send, status: int = 413, said: Said | None = None) -> None:
+        message = render(said or UPLOAD_TOO_LARGE(mb=self.limit_mb), scope_language(scope))
         body = json.dumps({"error": message}).encode()
         await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
@@ -58,7 +64,7 @@ class BodyLimitMiddleware:
                 except ValueError:
                     declared = -1
                 if declared > self.max_bytes:
-                    await self._refuse(send)
+                    await self._refuse(scope, send)
                     return
         received = 0
         started = False
@@ -90,4 +96,4 @@ class BodyLimitMiddleware:
             await self.app(scope, limited_receive, tracking_send)
         except (BodyTooLarge, BodyStalled) as e:  # raised outside FastAPI's handlers
             if not started:
-                await self._refuse(send, e.status_code, e.detail)
+                await self._refuse(scope, send, e.status_code, e.said)

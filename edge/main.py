@@ -76,7 +76,9 @@ def server_options(settings: EdgeSettings) -> dict[str, Any]:
     # connection just as a client sends on it. (uvicorn re-raises SIGTERM after draining: exit 143.)
     # No ``limit_concurrency``: one cap on every connection would let a flood of polls starve uploads;
     # the app admits each kind of request separately (connections.py).
-    return {"host": settings.host, "port": settings.port, "proxy_headers": True, "timeout_graceful_shutdown": 30,
+    # ``proxy_headers`` off: the app itself trusts X-Forwarded-For from EDGE_TRUSTED_PROXIES only (app.py),
+    # where uvicorn would trust it from 127.0.0.1 (FORWARDED_ALLOW_IPS), i.e. from anyone on this host.
+    return {"host": settings.host, "port": settings.port, "proxy_headers": False, "timeout_graceful_shutdown": 30,
             "timeout_keep_alive": limits.keep_alive, "http": header_deadline_protocol(limits.header_timeout),
             "h11_max_incomplete_event_size": MAX_HEAD_BYTES, "log_level": "info"}
 

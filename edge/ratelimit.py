@@ -16,6 +16,9 @@ from dataclasses import dataclass
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bus.settings import SettingsError
+from bus.texts import render
+
+from .texts import TOO_MANY_REQUESTS, scope_language
 
 
 @dataclass(frozen=True)
@@ -96,7 +99,7 @@ class RateLimitMiddleware:
             await self.app(scope, receive, send)
             return
         retry = max(1, math.ceil(wait))
-        body = json.dumps({"error": f"Too many requests; please wait {retry} seconds and try again."}).encode()
+        body = json.dumps({"error": render(TOO_MANY_REQUESTS(seconds=retry), scope_language(scope))}).encode()
         await send({"type": "http.response.start", "status": 429, "headers": [
             (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
             (b"retry-after", str(retry).encode())]})

@@ -96,9 +96,11 @@ class Registry:
                 "is_healthy": self.status_of(seen, now) == "healthy",
                 "host": p.host, "version": p.version, "device": p.device, "device_name": p.device_name,
                 "device_memory": p.device_memory, "engines": p.engines, "models": p.models,
-                "capabilities": p.capabilities,
+                "capabilities": p.capabilities, "quality_models": p.quality_models,
+                "fallback_levels": p.fallback_levels,
                 "capacity": p.capacity, "in_flight": p.in_flight, "jobs_done": p.jobs_done,
-                "jobs_failed": p.jobs_failed, "uptime": round(max(0.0, now - p.started_at), 1),
+                "jobs_failed": p.jobs_failed, "job_seconds": p.job_seconds,
+                "seconds_per_megapixel": p.seconds_per_megapixel, "uptime": round(max(0.0, now - p.started_at), 1),
                 "last_seen": round(now - seen.at, 2), "heartbeat": p.heartbeat,
             })
         return rows

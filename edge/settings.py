@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bus.output_size import DEFAULT_MAX_OUTPUT_PIXELS
 from bus.settings import (
     NatsSettings,
     S3Settings,
@@ -32,6 +34,8 @@ class EdgeSettings:
     max_upload_bytes: int = 50 * 1024 * 1024
     #: Largest image accepted, in pixels (decompression bombs are refused before decoding).
     max_input_pixels: int = 20_000_000
+    #: Largest result made, in pixels: a larger one is made at the largest scale that fits (``bus.output_size``).
+    max_output_pixels: int = DEFAULT_MAX_OUTPUT_PIXELS
     #: Seconds the synchronous presigned flow waits for a result before answering "still processing".
     sync_timeout: float = 300.0
     #: Lifetime of presigned result URLs, in seconds.
@@ -46,6 +50,10 @@ class EdgeSettings:
     admin_token: str | None = field(default=None, repr=False)
     #: Origins allowed by CORS (comma-separated in CORS_ORIGINS); empty: same-origin only.
     cors_origins: tuple[str, ...] = ()
+    #: Addresses (IPs or CIDR networks, comma-separated in EDGE_TRUSTED_PROXIES) of the reverse proxies in
+    #: front of the edge: only a request arriving from one of them may name its client in X-Forwarded-For
+    #: (the rightmost address no trusted proxy added). Empty: the header is ignored, as anyone can forge it.
+    trusted_proxies: tuple[str, ...] = ()
     #: Most photos the web page sends in one batch (each is its own task; this only guides the page).
     max_batch: int = 20
     #: Directory of the web page (its build, ``dist/``, is served at ``/``).
@@ -66,6 +74,8 @@ class EdgeSettings:
             raise SettingsError(f"EDGE_PORT must be a TCP port, got {self.port}")
         if self.max_upload_bytes < 1024:
             raise SettingsError("MAX_UPLOAD_MB is too small")
+        if self.max_output_pixels < 1:
+            raise SettingsError("MAX_OUTPUT_MEGAPIXELS must be positive")
         if not 1 <= self.max_batch <= 1000:
             raise SettingsError(f"WEB_MAX_BATCH must be between 1 and 1000, got {self.max_batch}")
         if not 10 <= self.upload_url_seconds <= 3600:
@@ -74,6 +84,11 @@ class EdgeSettings:
             raise SettingsError("STAGING_MAX_AGE and STAGING_SWEEP_SECONDS must be positive")
         if "*" in self.cors_origins:
             raise SettingsError("CORS_ORIGINS must list origins; '*' is not allowed")
+        for proxy in self.trusted_proxies:
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError as e:
+                raise SettingsError(f"EDGE_TRUSTED_PROXIES must list IP addresses or networks, not {proxy!r}") from e
 
     @classmethod
     def from_env(cls) -> EdgeSettings:
@@ -86,6 +101,7 @@ class EdgeSettings:
             port=env_int("EDGE_PORT", env_int("PORT", 8000)),
             max_upload_bytes=int(env_float("MAX_UPLOAD_MB", 50) * 1024 * 1024),
             max_input_pixels=int(env_float("MAX_INPUT_MEGAPIXELS", 20) * 1_000_000),
+            max_output_pixels=int(env_float("MAX_OUTPUT_MEGAPIXELS", DEFAULT_MAX_OUTPUT_PIXELS / 1e6) * 1_000_000),
             sync_timeout=env_float("SYNC_TIMEOUT", 300.0),
             presign_seconds=env_int("PRESIGN_SECONDS", 3600),
             upload_url_seconds=env_int("PRESIGN_UPLOAD_SECONDS", 300),
@@ -93,6 +109,7 @@ class EdgeSettings:
             staging_sweep_seconds=env_float("STAGING_SWEEP_SECONDS", 300.0),
             admin_token=env_secret("ADMIN_TOKEN"),
             cors_origins=origins,
+            trusted_proxies=tuple(p.strip() for p in (env("EDGE_TRUSTED_PROXIES", "") or "").split(",") if p.strip()),
             max_batch=env_int("WEB_MAX_BATCH", 20),
             web_dir=Path(env("WEB_DIR", str(WEB_DIR)) or WEB_DIR),
             missed_beats=env_int("REGISTRY_MISSED_BEATS", 3),

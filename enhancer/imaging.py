@@ -9,26 +9,44 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import os
 import re
+import struct
+import threading
+import zlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
+import pi_heif
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
+
+from bus import texts
 
 with contextlib.suppress(ImportError):  # rav1e/SVT AVIF codecs; Pillow ≥ 11.3 also reads AVIF natively
     import pillow_avif  # noqa: F401
 
+# HEIC/HEIF, decode only (pi-heif: libheif with the LGPL libde265 decoder, no GPL encoder). libheif applies the
+# file's rotation and mirroring itself and pi-heif then resets the EXIF orientation to 1, so it is not applied twice.
+pi_heif.register_heif_opener(thumbnails=False, depth_images=False, aux_images=False)
+
 log = logging.getLogger(__name__)
 
-SUPPORTED_FORMATS = ("JPEG", "PNG", "WEBP", "AVIF", "BMP", "TIFF")
+SUPPORTED_FORMATS = ("JPEG", "PNG", "WEBP", "AVIF", "HEIF", "BMP", "TIFF")
 _FORMAT_ALIASES = {"MPO": "JPEG"}  # phone cameras write multi-picture JPEGs; Pillow calls them MPO
-_SUPPORTED_TEXT = "JPEG, PNG, WebP, AVIF, BMP or TIFF"
-JPEG_QUALITY = 95
+#: The formats as a person names them, in the sentences of :class:`ImageError` (``bus.texts``).
+_SUPPORTED_NAMES = ("JPEG", "PNG", "WebP", "AVIF", "HEIC", "BMP", "TIFF")
+#: ``output_quality``'s default (``bus.schemas.EnhanceOptions``): JPEG, WebP and AVIF.
+DEFAULT_QUALITY = 92
+#: The ``output_format`` option's formats → (Pillow's name, content type, file extension).
+OUTPUT_FORMATS = {"jpeg": ("JPEG", "image/jpeg", "jpg"), "png": ("PNG", "image/png", "png"),
+                  "webp": ("WEBP", "image/webp", "webp"), "avif": ("AVIF", "image/avif", "avif")}
 
 
 class ImageError(ValueError):
-    """The upload cannot be used; ``str()`` is a sentence to show the user."""
+    """The upload cannot be used; raised with what the user is told (a ``bus.texts`` sentence, whose ``str()`` is
+    the English)."""
 
 
 @dataclass
@@ -56,13 +74,13 @@ def decode(data: bytes, *, max_pixels: int) -> Decoded:
     img = _open(data, max_pixels)
     w, h = img.size
     if w * h > max_pixels:
-        raise ImageError(
-            f"The image is {w}×{h} pixels ({_megapixels(w * h)} megapixels); "
-            f"the limit is {_megapixels(max_pixels)} megapixels."
-        )
+        raise ImageError(texts.IMAGE_TOO_MANY_PIXELS(width=w, height=h, megapixels=_megapixels(w * h),
+                                                     limit=_megapixels(max_pixels)))
     fmt = _FORMAT_ALIASES.get(img.format or "", img.format or "")
     if fmt not in SUPPORTED_FORMATS:
-        raise ImageError(f"{fmt or 'This'} images are not supported; please upload {_SUPPORTED_TEXT}.")
+        supported = texts.listing(_SUPPORTED_NAMES, "or")
+        raise ImageError(texts.IMAGE_FORMAT_NOT_SUPPORTED(format=fmt, supported=supported) if fmt
+                         else texts.IMAGE_UNKNOWN_FORMAT(supported=supported))
     source_mode = img.mode
     try:
         img.load()
@@ -71,9 +89,7 @@ def decode(data: bytes, *, max_pixels: int) -> Decoded:
     except ImageError:
         raise
     except Exception as exc:  # every plugin fails differently on broken data
-        raise ImageError(
-            "The image file is damaged or incomplete and cannot be read; please upload it again."
-        ) from exc
+        raise ImageError(texts.IMAGE_DAMAGED()) from exc
     if alpha is not None and int(alpha.min()) == 255:
         alpha = None  # fully opaque: no need to carry it through
     return Decoded(rgb=rgb, alpha=alpha, icc=icc, source_format=fmt, mode=source_mode)
@@ -84,14 +100,12 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
         return Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as exc:
         m = re.search(r"\((\d+) pixels\)", str(exc))
-        size = f" ({_megapixels(int(m.group(1)))} megapixels)" if m else ""
-        raise ImageError(f"The image is too large{size}; the limit is {_megapixels(max_pixels)} megapixels.") from exc
+        size = texts.IMAGE_SIZE(megapixels=_megapixels(int(m.group(1)))) if m else texts.verbatim("")
+        raise ImageError(texts.IMAGE_TOO_LARGE(size=size, limit=_megapixels(max_pixels))) from exc
     except UnidentifiedImageError as exc:
-        raise ImageError(f"This file is not an image in a supported format; please upload {_SUPPORTED_TEXT}.") from exc
+        raise ImageError(texts.IMAGE_UNKNOWN_FORMAT(supported=texts.listing(_SUPPORTED_NAMES, "or"))) from exc
     except Exception as exc:
-        raise ImageError(
-            "The image file is damaged or incomplete and cannot be read; please upload it again."
-        ) from exc
+        raise ImageError(texts.IMAGE_DAMAGED()) from exc
 
 
 def _orient(img: Image.Image) -> Image.Image:
@@ -119,8 +133,18 @@ def _to_rgb(img: Image.Image, icc: bytes | None) -> tuple[np.ndarray, np.ndarray
         img = img.convert("RGBA")
         alpha = np.asarray(img.getchannel("A"), np.uint8).copy()
     rgb = np.ascontiguousarray(np.asarray(img.convert("RGB"), np.uint8))
-    # A grayscale profile on what is now RGB data would be wrong; keep only RGB profiles.
-    return rgb, alpha, icc if _icc_space(icc) == "RGB " else None
+    # A grayscale profile on what is now RGB data would be wrong; keep only RGB profiles, and only those that
+    # parse (a damaged one embedded in the result could make a viewer show nothing, or wrong colours).
+    return rgb, alpha, icc if _icc_space(icc) == "RGB " and _parses(icc) else None
+
+
+def _parses(icc: bytes) -> bool:
+    try:
+        ImageCms.ImageCmsProfile(io.BytesIO(icc))
+    except (ImageCms.PyCMSError, OSError, ValueError, TypeError) as exc:
+        log.warning("Ignoring an unreadable ICC profile (%s); the photo is taken as sRGB", exc)
+        return False
+    return True
 
 
 def _cmyk_to_rgb(img: Image.Image, icc: bytes | None) -> np.ndarray:
@@ -151,24 +175,161 @@ def upscale_alpha(alpha: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return cv2.resize(alpha, size, interpolation=cv2.INTER_LINEAR)
 
 
+def shrink(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``rgb`` reduced to ``size`` = (width, height) by pixel-area averaging (no moiré), or itself when it is
+    that size already: how a result that would exceed the output limits is made smaller (``bus.output_size``)."""
+    if (rgb.shape[1], rgb.shape[0]) == tuple(size):
+        return rgb
+    return np.ascontiguousarray(cv2.resize(rgb, size, interpolation=cv2.INTER_AREA))
+
+
+def choose_format(output_format: str, source_format: str, has_alpha: bool) -> str:
+    """The format written: the one asked, or for ``auto`` PNG when the upload was PNG or has transparency
+    (JPEG cannot hold it), else JPEG, as the original service wrote."""
+    if output_format != "auto":
+        return output_format
+    return "png" if source_format == "PNG" or has_alpha else "jpeg"
+
+
 def encode(
-    rgb: np.ndarray, alpha: np.ndarray | None, icc: bytes | None, source_format: str
+    rgb: np.ndarray, alpha: np.ndarray | None, icc: bytes | None, source_format: str, *,
+    output_format: str = "auto", quality: int = DEFAULT_QUALITY,
 ) -> tuple[bytes, str, str]:
     """Encode a result; returns (bytes, content type, file extension without the dot).
 
-    PNG input stays PNG, as does anything with transparency (JPEG cannot hold it); everything else becomes
-    JPEG at quality 95, as the original service wrote. The ICC profile is kept. No EXIF is written, so no
-    orientation tag can rotate the already-upright pixels a second time.
+    ``output_format`` is the person's choice (see :func:`choose_format` for ``auto``); ``quality`` applies to
+    JPEG, WebP and AVIF. Transparency is kept by PNG, WebP and AVIF; a JPEG is composited over white, as the
+    picture shows on a white page. The ICC profile is embedded as it came (an RGB one; CMYK was converted to
+    sRGB), so colours show as in the original, wide-gamut ones included. Nothing else of the upload's metadata
+    is written: no EXIF (so no GPS position, camera serial number, maker notes or orientation tag that would
+    rotate the already-upright pixels a second time), no XMP, no text chunks.
     """
     if alpha is not None and alpha.shape != rgb.shape[:2]:
         raise ValueError(f"alpha {alpha.shape} does not match image {rgb.shape[:2]}")
-    extra = {"icc_profile": icc} if icc else {}
+    fmt = choose_format(output_format, source_format, alpha is not None)
+    if fmt not in OUTPUT_FORMATS:
+        raise ValueError(f"unknown output format {fmt!r}")
+    pillow_name, content_type, ext = OUTPUT_FORMATS[fmt]
+    if fmt == "png":
+        return encode_png(rgb if alpha is None else np.dstack((rgb, alpha)), icc), content_type, ext
+    img = Image.fromarray(rgb, "RGB")
+    if alpha is not None:
+        mask = Image.fromarray(alpha, "L")
+        if fmt == "jpeg":
+            img = Image.composite(img, Image.new("RGB", img.size, (255, 255, 255)), mask)
+        else:
+            img.putalpha(mask)
+    params: dict[str, object] = {"icc_profile": icc} if icc else {}
+    params["quality"] = quality
     buf = io.BytesIO()
-    if source_format == "PNG" or alpha is not None:
-        img = Image.fromarray(rgb, "RGB")
-        if alpha is not None:
-            img.putalpha(Image.fromarray(alpha, "L"))
-        img.save(buf, "PNG", compress_level=6, **extra)
-        return buf.getvalue(), "image/png", "png"
-    Image.fromarray(rgb, "RGB").save(buf, "JPEG", quality=JPEG_QUALITY, **extra)
-    return buf.getvalue(), "image/jpeg", "jpg"
+    img.save(buf, pillow_name, **params)
+    return buf.getvalue(), content_type, ext
+
+
+# --- PNG -----------------------------------------------------------------------------------------------------
+# Pillow takes 1.3-1.9 s of CPU for a 2048² result (level 6), nearly all of it zlib's deflate, on one thread:
+# PNG has a single compressed stream. OpenCV is fast only at its default low level (files 11-42 % larger) and
+# drops the ICC profile. So the PNG is written here: every row Paeth-filtered (numpy), then deflated by zlib-ng
+# (the same format; at level 7 its files are as small as zlib's level 6, for 1.2-3.5x less CPU) in bands on
+# several threads, into one zlib stream, as pigz does: each band is a raw deflate stream primed with the
+# 32 KiB before it (so it finds the matches one stream would) and ended on a byte boundary (a sync flush), the
+# last one finished, then the Adler-32 of all. Figures: docs/performance.md ("Encoding a PNG result").
+try:
+    from zlib_ng import zlib_ng as _deflate
+
+    #: The deflate level: zlib-ng's 7, whose files match or beat Pillow's default (zlib's 6) in size.
+    PNG_LEVEL = 7
+except ImportError:  # a checkout installed before zlib-ng was a dependency: Pillow's own zlib and level
+    _deflate = zlib  # type: ignore[no-redef]
+    PNG_LEVEL = 6
+_PNG_STRATEGY = zlib.Z_FILTERED  # as Pillow's PNG encoder: right for filtered rows
+_PAETH = 4  # PNG's filter type byte
+_WINDOW = 32 * 1024  # deflate's window: what a band is primed with
+#: The least raw bytes in a band (there are up to four bands per thread): a small image is one band, deflated
+#: on the calling thread.
+_MIN_BAND = 256 * 1024
+_IDAT_BYTES = 1 << 20
+_png_pool: ThreadPoolExecutor | None = None
+_png_pool_lock = threading.Lock()
+
+
+def _png_threads() -> int:
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(usable, 8))
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _png_pool
+    with _png_pool_lock:
+        if _png_pool is None:
+            _png_pool = ThreadPoolExecutor(_png_threads(), thread_name_prefix="png")
+        return _png_pool
+
+
+def _paeth(rows: np.ndarray, above: np.ndarray | None, bpp: int, out: np.ndarray) -> None:
+    """PNG's Paeth filter of ``rows`` (n × row bytes, uint8) into ``out``; ``above`` is the row before them
+    (None for the first row of the image)."""
+    n, width = rows.shape
+    ext = np.zeros((n + 1, width + bpp), np.int16)  # a zero column on the left and the row above on top
+    if above is not None:
+        ext[0, bpp:] = above
+    ext[1:, bpp:] = rows
+    left, up, upleft = ext[1:, :-bpp], ext[:-1, bpp:], ext[:-1, :-bpp]
+    pa = up - upleft  # |p - left|, p = left + up - upleft
+    pb = left - upleft  # |p - up|
+    pc = pa + pb  # |p - upleft|
+    np.abs(pa, out=pa)
+    np.abs(pb, out=pb)
+    np.abs(pc, out=pc)
+    predicted = np.where(pb <= pc, up, upleft)
+    use_left = pa <= pb
+    use_left &= pa <= pc
+    np.copyto(predicted, left, where=use_left)
+    np.subtract(rows, predicted, out=out, casting="unsafe")  # modulo 256
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def encode_png(pixels: np.ndarray, icc: bytes | None = None) -> bytes:
+    """An 8-bit PNG of ``pixels`` (HxWx3 RGB or HxWx4 RGBA, uint8) with ``icc`` as its ``iCCP`` chunk and no
+    other metadata; see the comment above for how it is compressed."""
+    if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[2] not in (3, 4) or not pixels.size:
+        raise ValueError(f"expected HxWx3 or HxWx4 uint8, got {pixels.shape} {pixels.dtype}")
+    height, width, channels = pixels.shape
+    rows = np.ascontiguousarray(pixels).reshape(height, width * channels)
+    stride = width * channels + 1  # a filter byte before each row
+    filtered = np.empty((height, stride), np.uint8)
+    filtered[:, 0] = _PAETH
+    flat = filtered.reshape(-1)
+    band_rows = max(1, -(-_MIN_BAND // stride), -(-height // (4 * _png_threads())))
+    bands = [(r, min(height, r + band_rows)) for r in range(0, height, band_rows)]
+
+    def filter_band(band: tuple[int, int]) -> None:
+        r0, r1 = band
+        _paeth(rows[r0:r1], rows[r0 - 1] if r0 else None, channels, filtered[r0:r1, 1:])
+
+    def deflate_band(band: tuple[int, int]) -> bytes:
+        r0, r1 = band
+        primed = {"zdict": flat[max(0, r0 * stride - _WINDOW):r0 * stride]} if r0 else {}
+        z = _deflate.compressobj(PNG_LEVEL, zlib.DEFLATED, -15, 9, _PNG_STRATEGY, **primed)
+        return z.compress(filtered[r0:r1]) + z.flush(zlib.Z_FINISH if r1 == height else zlib.Z_SYNC_FLUSH)
+
+    if len(bands) == 1:
+        filter_band(bands[0])
+        parts = [deflate_band(bands[0])]
+    else:
+        pool = _pool()
+        list(pool.map(filter_band, bands))
+        parts = list(pool.map(deflate_band, bands))
+    # zlib's header (deflate, 32 KiB window, the level's class, no dictionary), the bands, the Adler-32 of all.
+    header = b"\x78\x9c" if PNG_LEVEL == 6 else b"\x78\xda"
+    stream = b"".join([header, *parts, struct.pack(">I", _deflate.adler32(filtered))])
+    color_type = 6 if channels == 4 else 2
+    out = [b"\x89PNG\r\n\x1a\n", _png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, color_type, 0, 0, 0))]
+    if icc:  # as Pillow names it; compression method 0 (zlib)
+        out.append(_png_chunk(b"iCCP", b"ICC Profile\0\0" + zlib.compress(icc)))
+    out += [_png_chunk(b"IDAT", stream[i:i + _IDAT_BYTES]) for i in range(0, len(stream), _IDAT_BYTES)]
+    out.append(_png_chunk(b"IEND", b""))
+    return b"".join(out)

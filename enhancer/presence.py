@@ -13,13 +13,15 @@ import os
 import socket
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from nats.js.kv import KeyValue
 
 from bus import __version__
 from bus.schemas import ALIVE, DRAINING, JOINED, LEFT, EnhancerPresence
 
-from .engines.registry import capabilities_of, models_of
+from .engines.registry import capabilities_of, models_of, quality_models
+from .throughput import Throughput
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +43,8 @@ class Presence:
     """Builds and publishes this worker's heartbeat."""
 
     def __init__(self, kv: KeyValue, *, worker_id: str, heartbeat: float, device: object, engines: list[str],
-                 capacity: int, counters: Callable[[], tuple[int, int, int]]) -> None:
+                 capacity: int, counters: Callable[[], tuple[int, int, int]], model_dir: Path | None = None,
+                 throughput: Throughput | None = None) -> None:
         self.kv = kv
         self.worker_id = worker_id
         self.heartbeat = heartbeat
@@ -51,17 +54,27 @@ class Presence:
         self.capabilities = capabilities_of(engines)
         self.capacity = capacity
         self.counters = counters
+        #: Where its weights are: which model each quality level runs is read from there at every beat, so
+        #: weights fetched while the worker runs show at once (the engine picks them up at the next job).
+        self.model_dir = model_dir
+        #: The worker's measured pace (``enhancer.throughput``), from which the edge estimates waiting times.
+        self.throughput = throughput if throughput is not None else Throughput()
         self.started_at = time.time()
         self.device_name, self.device_memory = describe_device(device)
 
     def snapshot(self, state: str) -> EnhancerPresence:
         in_flight, done, failed = self.counters()
+        levels = quality_models(self.engines, self.model_dir) if self.model_dir is not None else {}
+        job_seconds, per_megapixel = self.throughput.published()
         return EnhancerPresence(
             worker_id=self.worker_id, state=state, at=time.time(), started_at=self.started_at,
             heartbeat=self.heartbeat, host=socket.gethostname(), version=__version__, device=str(self.device),
             device_name=self.device_name, device_memory=self.device_memory, engines=list(self.engines),
-            models=dict(self.models), capabilities=list(self.capabilities), capacity=self.capacity, in_flight=in_flight,
-            jobs_done=done, jobs_failed=failed)
+            models=dict(self.models), capabilities=list(self.capabilities),
+            quality_models={q: model for q, (model, _) in levels.items()},
+            fallback_levels=[q for q, (_, fallback) in levels.items() if fallback], capacity=self.capacity,
+            in_flight=in_flight,
+            jobs_done=done, jobs_failed=failed, job_seconds=job_seconds, seconds_per_megapixel=per_megapixel)
 
     async def publish(self, state: str) -> None:
         try:

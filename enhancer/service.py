@@ -23,9 +23,9 @@ from bus.runtime import run_until_signal
 from bus.storage import ObjectStore
 from bus.tasks import TaskStore
 
-from . import metrics
+from . import metrics, weights
 from .engines import available_engines, pick_device
-from .engines.registry import capabilities_of
+from .engines.registry import capabilities_of, quality_models
 from .presence import Presence
 from .settings import EnhancerSettings
 from .worker import Worker
@@ -46,11 +46,16 @@ async def serve(settings: EnhancerSettings, stop: asyncio.Event) -> int:
         kv = await wait_for_resources(nc.jetstream())
         store = ObjectStore(settings.s3)
         worker = Worker(settings, nc, TaskStore(kv), store, device=device, engines=engines)
+        # Every slot loads its engines and runs them once before the worker is announced (presence, micro
+        # service) or pulls a job: "healthy" means ready, and the first job is as quick as the next. An engine
+        # that failed is left out of all that follows; none left fails the start (Worker.warm_up).
+        engines = await worker.warm_up()
         js = nc.jetstream()
         presence = Presence(await js.key_value(subjects.ENHANCERS_BUCKET), worker_id=settings.worker_id,
                             heartbeat=settings.heartbeat, device=device, engines=engines,
                             capacity=settings.concurrency,
-                            counters=lambda: (worker.counters.in_flight, worker.counters.done, worker.counters.failed))
+                            counters=lambda: (worker.counters.in_flight, worker.counters.done, worker.counters.failed),
+                            model_dir=settings.model_dir, throughput=worker.throughput)
         service = await add_service(
             nc, name=subjects.ENHANCER_SERVICE, version=__version__,
             description=f"PhotoEnhanceAI enhancer ({', '.join(engines)})",
@@ -58,8 +63,11 @@ async def serve(settings: EnhancerSettings, stop: asyncio.Event) -> int:
                       "capabilities": ",".join(capabilities_of(engines)), "capacity": str(settings.concurrency)},
             queue_group=subjects.ENHANCER_QUEUE,
         )
-        log.info("enhancer %s ready on %s with engines %s (%s)", settings.worker_id, device, engines,
-                 ", ".join(worker.capabilities))
+        levels = quality_models(engines, settings.model_dir)
+        log.info("enhancer %s ready on %s with engines %s (%s)%s", settings.worker_id, device, engines,
+                 ", ".join(worker.capabilities),
+                 "; quality levels: " + ", ".join(f"{q} {m}{' (fallback)' * fb}" for q, (m, fb) in levels.items())
+                 if levels else "")
         finished = asyncio.Event()
         beating = asyncio.create_task(presence.run(stop, finished))
         try:
@@ -73,8 +81,16 @@ async def serve(settings: EnhancerSettings, stop: asyncio.Event) -> int:
 
 
 def main() -> None:
-    """Entry point of ``photoenhance enhancer``: SIGTERM/SIGINT drain and exit."""
+    """Entry point of ``photoenhance enhancer``: SIGTERM/SIGINT drain and exit.
+
+    First the weights: the enhancer picks its engines from what is in ``MODEL_DIR``, so what it lacks is fetched
+    before it joins the bus (``weights.ensure``: at once when all is there, a few seconds offline; ``MODELS_FETCH=off``
+    never downloads), on a GPU host of its own or in compose. Skipped when whoever started it did that already
+    (``photoenhance up``, the test and benchmark stacks: ``weights.ENSURED_ENV``).
+    """
     settings = EnhancerSettings.from_env()
+    if not os.environ.get(weights.ENSURED_ENV):
+        weights.ensure(settings.model_dir)
 
     if run_until_signal(lambda stop: serve(settings, stop)):
         # A handed-back job's engine is still computing in its thread, which cannot be interrupted and

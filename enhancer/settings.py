@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from bus.output_size import DEFAULT_MAX_OUTPUT_PIXELS
 from bus.settings import NatsSettings, S3Settings, SettingsError, TaskSettings, env, env_float, env_int
 
 from .engines.registry import benchmark_engines
@@ -30,6 +31,9 @@ class EnhancerSettings:
     device: str = "auto"
     #: Largest input accepted, in pixels (the edge checks too; this protects the worker).
     max_input_pixels: int = 20_000_000
+    #: Largest result made, in pixels (the edge's limit, when the job carries a smaller one, wins): a larger one
+    #: is made at the largest scale that fits, by shrinking the photo before the engine (``bus.output_size``).
+    max_output_pixels: int = DEFAULT_MAX_OUTPUT_PIXELS
     #: Most faces restored per photo (biggest first); bounds the work of a garbage detection.
     max_faces: int = 10
     #: Name shown in ``nats micro ls`` and the registry.
@@ -68,6 +72,8 @@ class EnhancerSettings:
             raise SettingsError("ENHANCER_CONCURRENCY must be auto or at least 1")
         if self.max_input_pixels < 1:
             raise SettingsError("MAX_INPUT_MEGAPIXELS must be positive")
+        if self.max_output_pixels < 1:
+            raise SettingsError("MAX_OUTPUT_MEGAPIXELS must be positive")
         if self.engine_override is not None and self.engine_override not in benchmark_engines():
             raise SettingsError(f"ENHANCER_ENGINE may only name a benchmark engine: {', '.join(benchmark_engines())}")
         if self.prefetch not in (None, 0, 1):
@@ -92,6 +98,7 @@ class EnhancerSettings:
             concurrency=_auto_int("ENHANCER_CONCURRENCY"),
             device=env("ENHANCER_DEVICE", "auto") or "auto",
             max_input_pixels=int(env_float("MAX_INPUT_MEGAPIXELS", 20.0) * 1_000_000),
+            max_output_pixels=int(env_float("MAX_OUTPUT_MEGAPIXELS", DEFAULT_MAX_OUTPUT_PIXELS / 1e6) * 1_000_000),
             max_faces=env_int("ENHANCER_MAX_FACES", 10),
             worker_id=worker_id(env("ENHANCER_ID"), nats.credential_name),
             heartbeat=env_float("ENHANCER_HEARTBEAT", 5.0),

@@ -51,29 +51,33 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import nats.errors
+import numpy as np
 from nats.aio.msg import Msg
 
-from bus import retrying, subjects
-from bus.capabilities import DESCRIPTIONS, needed
+from bus import output_size, retrying, subjects, texts
+from bus.capabilities import needed
 from bus.schemas import COMPLETED, FAILED, PROCESSING, QUEUED, EnhanceJob, JobResult, TaskEvent, TaskState
 from bus.storage import ObjectMissing, ObjectStore, ObjectTooLarge, StorageError, display_name, output_key
 from bus.tasks import TaskStore
+from bus.texts import Said, said_of, stored
 
 from . import metrics
-from .engines import Engine, EngineError, create_engine, use_own_cuda_stream
-from .engines.registry import REGISTRY, engines_by_capability, get
-from .imaging import ImageError, decode, encode, upscale_alpha
+from .engines import Engine, EngineError, EnhanceOptions, create_engine, use_own_cuda_stream
+from .engines.base import no_progress
+from .engines.registry import REGISTRY, engines_by_capability, get, quality_models
+from .imaging import ImageError, decode, encode, shrink, upscale_alpha
 from .progress import Reporter
 from .settings import EnhancerSettings
+from .throughput import Throughput
 
 log = logging.getLogger(__name__)
 
@@ -81,10 +85,15 @@ log = logging.getLogger(__name__)
 FETCH_WAIT = 1.0
 #: Seconds a pull that only asks whether a job is already waiting lasts: long enough for the server's answer.
 PROBE_WAIT = 0.1
+#: What each slot's engines run once before the worker takes jobs (:meth:`Worker.warm_up`): a 32×32 gradient,
+#: small enough to cost nothing, with enough in it (not black) for the engines' fp16 checks to mean something.
+WARM_UP_PHOTO = np.dstack([*np.meshgrid(np.linspace(16, 240, 32), np.linspace(240, 16, 32)),
+                           np.full((32, 32), 128.0)]).astype(np.uint8)
 
 
 class PermanentFailure(Exception):
-    """The task cannot succeed however often it is retried; the message is shown to the user."""
+    """The task cannot succeed however often it is retried; raised with what the user is told (a ``Said`` of
+    ``bus.texts``, which the edge words in each reader's language)."""
 
 
 class Transient(Exception):
@@ -120,6 +129,23 @@ class _Progress:
             raise Abandoned("the job was given up")
         if self.reporter is not None:
             self.reporter(stage, done, total)
+
+
+def warm_up_jobs(name: str, model_dir: Path) -> list[EnhanceOptions]:
+    """What engine ``name`` runs when it warms up: a job at each quality level that runs a model of its own
+    with the weights in ``model_dir`` (``registry.quality_models``: fast, medium and high may share one while
+    their weights are missing), so that every model it can run is loaded; one job when it names no models, or
+    when it builds on an engine that warms them (GFPGAN's background is the slot's Real-ESRGAN)."""
+    spec = get(name)
+    levels = {} if spec.needs else quality_models([name], model_dir)
+    jobs: list[EnhanceOptions] = []
+    seen: set[str] = set()
+    for quality in spec.qualities if levels else spec.qualities[:1]:
+        model = levels.get(quality, ("", False))[0]
+        if model not in seen:
+            seen.add(model)
+            jobs.append(EnhanceOptions(scale=max(spec.scales), quality=quality))
+    return jobs
 
 
 class Slot:
@@ -176,7 +202,8 @@ class Slot:
         self._parked = 0
 
     def engine(self, name: str) -> Engine:
-        """Load lazily, in the slot's thread (called from inside the executor)."""
+        """Built on first use, in the slot's thread (called from inside the executor): by :meth:`warm_up`,
+        before the worker takes any job."""
         if name not in self._engines:
             # The engines it builds on are this slot's own (GFPGAN's background upsampler is the slot's
             # Real-ESRGAN): one copy of their weights per slot.
@@ -184,6 +211,28 @@ class Slot:
             self._engines[name] = create_engine(name, self._settings.model_dir, self._device, needs=needs,
                                                 max_faces=self._settings.max_faces)
         return self._engines[name]
+
+    def warm_up(self, names: Iterable[str]) -> dict[str, float | Exception]:
+        """Build each of ``names`` and run it on :data:`WARM_UP_PHOTO` (:func:`warm_up_jobs`), in the slot's
+        thread; per engine, the seconds that took or what it raised. An engine that failed is dropped."""
+        outcome: dict[str, float | Exception] = {}
+        for name in names:
+            started = time.perf_counter()
+            try:
+                engine = self.engine(name)
+                for options in warm_up_jobs(name, self._settings.model_dir):
+                    engine.enhance(WARM_UP_PHOTO, options, no_progress)
+            except Exception as exc:  # whatever it is, the worker must not offer this engine
+                self._engines.pop(name, None)
+                outcome[name] = exc
+            else:
+                outcome[name] = time.perf_counter() - started
+        return outcome
+
+    def drop(self, names: Iterable[str]) -> None:
+        """Forget the instances of ``names`` (engines the worker does not offer), freeing their memory."""
+        for name in names:
+            self._engines.pop(name, None)
 
     def close(self, *, wait: bool = True) -> None:
         self.executor.shutdown(wait=wait, cancel_futures=True)
@@ -270,8 +319,12 @@ class Worker:
         #: The engine that serves each capability here; its keys, scarcest first, are what this worker pulls.
         self.routes = engines_by_capability(engines)
         self.capabilities = list(self.routes)
+        #: Set once :meth:`warm_up` has run: every slot's engines are loaded and have run once.
+        self.warmed = False
         self.device = device
         self.counters = Counters()
+        #: How long its jobs take (moving averages, published in its presence): the estimates of time left.
+        self.throughput = Throughput()
         self.prefetch: int = settings.prefetch  # type: ignore[assignment]  # resolved by for_device
         #: One entry per admission a slot has free. Filled round-robin, so that with several slots every
         #: engine gets a job before any slot prefetches a second one.
@@ -292,9 +345,58 @@ class Worker:
         """Slots retired because an engine step overran its job's deadline and has not returned (degraded)."""
         return sum(slot.stuck is not None for slot in self._all_slots)
 
+    # --- start-up ------------------------------------------------------------------------
+    async def warm_up(self) -> list[str]:
+        """Load every slot's engines and run each once on a tiny photo, before the worker is announced or pulls
+        a job; returns the engines that did (what the worker then offers: :attr:`engines`, :attr:`capabilities`).
+
+        Loading weights, converting them, and the first inference on a GPU (CUDA context, kernel selection) take
+        seconds; done lazily, they fell on the first job after every start, reported "healthy" meanwhile. The
+        slots warm up at once, each in its own thread (on its own CUDA stream), so the event loop stays free.
+
+        An engine that fails on any slot (damaged weights, no memory for another copy) is left out, said in the
+        log with its error: the worker still serves what its other engines can, and offers only what every slot
+        can run (any slot may be given any job it pulls). With no engine left it fails fast (:class:`EngineError`):
+        a worker that can do nothing must not join, and the exit shows in its supervisor.
+        """
+        loop = asyncio.get_running_loop()
+        began = time.perf_counter()
+        names = sorted(self.engines, key=list(REGISTRY).index)  # those others build on first
+        outcomes = await asyncio.gather(*(loop.run_in_executor(slot.executor, slot.warm_up, names)
+                                          for slot in self._all_slots))
+        failed: dict[str, Exception] = {}
+        slowest: dict[str, float] = {}
+        for slot, outcome in zip(self._all_slots, outcomes, strict=True):
+            for name, result in outcome.items():
+                if isinstance(result, Exception):
+                    if name not in failed:
+                        log.error("worker %s: engine %s failed to start on slot %d; it is left out of what this "
+                                  "worker offers: %s", self.settings.worker_id, name, slot.index, result,
+                                  exc_info=result)
+                    failed.setdefault(name, result)
+                else:
+                    slowest[name] = max(slowest.get(name, 0.0), result)
+        working = [name for name in self.engines if name not in failed]
+        if not working:
+            reasons = "; ".join(f"{n}: {e}" for n, e in failed.items())
+            raise EngineError(f"No engine could start: {reasons}")
+        for slot in self._all_slots:
+            slot.drop(failed)
+        self.engines = working
+        self.routes = engines_by_capability(working)
+        self.capabilities = list(self.routes)
+        self.warmed = True
+        log.info("worker %s: engines loaded and warmed up on %d slot(s) in %.1f s (%s)", self.settings.worker_id,
+                 len(self._all_slots), time.perf_counter() - began,
+                 ", ".join(f"{n} {slowest[n]:.1f} s" for n in names if n in slowest))
+        return working
+
     # --- the loop --------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
-        """Fetch while not stopped; then let the jobs in hand finish (drain) and return."""
+        """Fetch while not stopped; then let the jobs in hand finish (drain) and return. Warms the engines up
+        first unless :meth:`warm_up` has run."""
+        if not self.warmed:
+            await self.warm_up()
         subs = [await self.js.pull_subscribe_bind(durable=subjects.jobs_consumer(c), stream=subjects.JOBS_STREAM)
                 for c in self.capabilities]
         log.info("worker %s: taking jobs that need %s with %d slot(s), prefetching %d job(s) per slot",
@@ -431,15 +533,15 @@ class Worker:
             await msg.ack()
             return
         if attempt > self.settings.tasks.max_attempts:
-            await self._fail(job, attempt, f"The task was attempted {attempt - 1} times and its worker "
-                                           "stopped each time (crash or restart); giving up.")
+            await self._fail(job, attempt, texts.TASK_WORKER_KEPT_STOPPING(attempts=attempt - 1))
             await msg.ack()
             return
 
         started = time.time()
         claimed = await self.tasks.update(job.task_id, lambda s: None if s.final else s.replace(
-            status=PROCESSING, stage=PROCESSING, message="Processing", attempts=attempt,
-            worker=self.settings.worker_id, started_at=started, updated_at=started, progress=0.01, error=None))
+            status=PROCESSING, stage=PROCESSING, **stored(message=texts.TASK_PROCESSING(), error=None),
+            attempts=attempt, worker=self.settings.worker_id, started_at=started, updated_at=started, progress=0.01,
+            eta_seconds=None))
         if claimed is None or claimed.final:
             await msg.ack()
             return
@@ -449,17 +551,17 @@ class Worker:
         try:
             result = await self._enhance_in_time(job, capability, admission, attempt)
         except PermanentFailure as e:
-            await self._fail(job, attempt, str(e))
+            await self._fail(job, attempt, said_of(e))
             await msg.ack()
             return
         except Transient as e:
             if attempt >= self.settings.tasks.max_attempts:
-                await self._fail(job, attempt, f"{e} Gave up after {attempt} attempts.")
+                await self._fail(job, attempt, texts.TASK_GAVE_UP(reason=said_of(e), attempts=attempt))
                 await msg.ack()
             else:
-                await self._record(job.task_id, attempt, status=QUEUED, stage=QUEUED,
-                                   message=f"{e} Retrying (attempt {attempt + 1} of "
-                                           f"{self.settings.tasks.max_attempts}).")
+                await self._record(job.task_id, attempt, status=QUEUED, stage=QUEUED, **stored(
+                    message=texts.TASK_RETRYING(reason=said_of(e), attempt=attempt + 1,
+                                                attempts=self.settings.tasks.max_attempts)))
                 # A job that never reached its retired slot may run elsewhere at once; others back off.
                 await msg.nak(delay=0 if isinstance(e, SlotRetired) else min(2.0**attempt, 30.0))
             return
@@ -488,7 +590,7 @@ class Worker:
         if not work.cancelled():  # it ended on its own just as it was being given up
             return work.result()
         log.warning("task %s: attempt %d took longer than %g s; giving it up", job.task_id, attempt, limit)
-        raise DeadlineExceeded(f"Enhancing this photo took longer than the {limit:g}-second limit per attempt.")
+        raise DeadlineExceeded(texts.TASK_DEADLINE(seconds=limit))
 
     async def _enhance(self, job: EnhanceJob, capability: str, admission: Admission, attempt: int,
                        engine_progress: _Progress) -> JobResult:
@@ -500,21 +602,20 @@ class Worker:
         slot = admission.slot
         timings: dict[str, float] = {}
 
-        async def record(stage: str, progress: float, text: str) -> None:
+        async def record(stage: str, progress: float, text: Said, eta: float | None) -> None:
             await self._record(job.task_id, attempt, unless=lambda: engine_progress.abandoned, stage=stage,
-                               progress=progress, message=text)
+                               progress=progress, eta_seconds=eta, **stored(message=text))
 
         reporter = engine_progress.reporter = Reporter(self.nc, job.task_id, record)
         t = time.perf_counter()
         try:
             data = await self.store.get_bytes(job.input_key, max_bytes=self.store.settings.max_input_bytes)
         except ObjectTooLarge as e:
-            raise PermanentFailure(f"The input is larger than this worker accepts "
-                                   f"({self.store.settings.max_input_bytes / 1e6:g} MB); it was not read.") from e
+            raise PermanentFailure(texts.TASK_INPUT_TOO_LARGE(mb=self.store.settings.max_input_bytes / 1e6)) from e
         except ObjectMissing as e:
-            raise PermanentFailure("The uploaded image is no longer available (expired or never uploaded).") from e
+            raise PermanentFailure(texts.TASK_INPUT_MISSING()) from e
         except StorageError as e:
-            raise Transient("Object storage is unavailable.") from e
+            raise Transient(texts.TASK_STORAGE_DOWN()) from e
         timings["fetch"] = time.perf_counter() - t
         await reporter.report("fetched")
 
@@ -524,19 +625,26 @@ class Worker:
         with _as_failure(job, "decoding"):
             decoded = await loop.run_in_executor(
                 self._codec, partial(decode, data, max_pixels=self.settings.max_input_pixels))
+        # The result is kept under the output limits by shrinking the photo first, so that nothing larger than
+        # the result is ever made (the edge planned the same from the same size: bus.output_size).
+        planned = self._output_plan(job, *decoded.size)
+        with _as_failure(job, "decoding"):
+            engine_input = await loop.run_in_executor(self._codec, shrink, decoded.rgb, planned.input_size)
         timings["decode"] = time.perf_counter() - t
+        # What this worker's recent jobs at this quality say the whole job takes, until the engine's steps tell.
+        reporter.remaining.expected = self.throughput.expected(job.options.quality, _megapixels(engine_input))
         await reporter.report("decoded")
 
         ready = time.perf_counter()
         await admission.my_turn()
         if slot.stuck is not None:
-            raise SlotRetired("This enhancer's engine was stuck on an earlier photo that overran its time limit.")
+            raise SlotRetired(texts.TASK_SLOT_STUCK())
 
         def run_engine() -> Any:
             start = time.perf_counter()
             timings["wait"] = start - ready  # a prefetched job waits here for the previous one's engine
             engine = slot.engine(engine_name)
-            result = engine.enhance(decoded.rgb, job.options, engine_progress)
+            result = engine.enhance(engine_input, job.options, engine_progress)
             timings["engine"] = time.perf_counter() - start
             return result
 
@@ -555,7 +663,8 @@ class Worker:
         def encode_result() -> tuple[bytes, str, str, int, int]:
             h, w = result.image.shape[:2]
             alpha = upscale_alpha(decoded.alpha, (w, h)) if decoded.alpha is not None else None
-            body, ctype, ext = encode(result.image, alpha, decoded.icc, decoded.source_format)
+            body, ctype, ext = encode(result.image, alpha, decoded.icc, decoded.source_format,
+                                      output_format=job.options.output_format, quality=job.options.output_quality)
             return body, ctype, ext, w, h
 
         t = time.perf_counter()
@@ -570,13 +679,22 @@ class Worker:
         try:
             await self.store.put_bytes(key, body, ctype)
         except StorageError as e:
-            raise Transient("Object storage is unavailable; the result could not be stored.") from e
+            raise Transient(texts.TASK_RESULT_NOT_STORED()) from e
         timings["store"] = time.perf_counter() - t
         await reporter.report("stored")
         await reporter.flush()
         return JobResult(output_key=key, output_name=name, output_content_type=ctype, output_size=len(body),
                          output_width=width, output_height=height, engine=f"{result.engine}:{result.model}",
-                         faces=result.faces, timings={k: round(v, 4) for k, v in timings.items()})
+                         faces=result.faces, timings={k: round(v, 4) for k, v in timings.items()},
+                         output_scale=planned.scale if planned.reduced else None, notice=planned.notice)
+
+    def _output_plan(self, job: EnhanceJob, width: int, height: int) -> output_size.OutputPlan:
+        """The result's scale and size under the smaller of this worker's limit and the edge's (in the job)."""
+        limit = min(self.settings.max_output_pixels, job.max_output_pixels or self.settings.max_output_pixels)
+        try:
+            return output_size.plan(width, height, job.options.scale, job.options.output_format, max_pixels=limit)
+        except output_size.ResultTooLarge as e:
+            raise PermanentFailure(said_of(e)) from e
 
     def _engine_for(self, capability: str, job: EnhanceJob) -> str:
         """The engine that serves ``capability`` here, for the scale and quality ``job`` asks.
@@ -588,13 +706,12 @@ class Worker:
         name = self.routes.get(capability)
         if name is None:
             weights = sorted({w for spec in REGISTRY.values() if capability in spec.capabilities for w in spec.weights})
-            raise PermanentFailure(
-                f"{DESCRIPTIONS[capability].capitalize()} is not available on this service: the weights it needs "
-                f"({', '.join(weights) or 'none'}) are not installed (operators: run `photoenhance models fetch`).")
+            raise PermanentFailure(texts.TASK_CAPABILITY_MISSING(
+                capability=texts.capability_name(capability, title=True), weights=", ".join(weights) or "none"))
         spec = get(name)
         if not spec.supports(job.options):
-            raise PermanentFailure(f"The {name} engine cannot enhance at scale {job.options.scale} with quality "
-                                   f"{job.options.quality!r}.")
+            raise PermanentFailure(texts.TASK_ENGINE_CANNOT(engine=name, scale=job.options.scale,
+                                                            quality=job.options.quality))
         return name
 
     # --- recording -------------------------------------------------------------------------------
@@ -626,6 +743,11 @@ class Worker:
         await self._record(job.task_id, attempt, then=lambda s: s.completed(result, at=now,
                                                                            processing_time=processing_time))
         self.counters.done += 1
+        # The job's own time (a prefetched job's wait for the engine is the previous job's), per megapixel the engine
+        # enlarged (×scale, always: a photo too large for the result's limits is shrunk first, bus.output_size).
+        self.throughput.add(job.options.quality,
+                            result.output_width * result.output_height / job.options.scale**2 / 1e6,
+                            sum(seconds for stage, seconds in result.timings.items() if stage != "wait"))
         metrics.JOBS.labels("completed").inc()
         for stage, seconds in result.timings.items():
             metrics.STAGE.labels(stage).observe(seconds)
@@ -633,12 +755,12 @@ class Worker:
         log.info("task %s: completed in %.2fs by %s (%s)", job.task_id, processing_time, result.engine,
                  result.timings)
 
-    async def _fail(self, job: EnhanceJob, attempt: int, reason: str) -> None:
+    async def _fail(self, job: EnhanceJob, attempt: int, reason: Said) -> None:
         now = time.time()
         await self._publish_event(TaskEvent(task_id=job.task_id, kind=FAILED, at=now, owner=job.owner,
-                                            error=reason))
+                                            error=str(reason)))
         await self.tasks.update(job.task_id, lambda s: None if s.final else s.replace(
-            status=FAILED, stage=FAILED, message="Enhancement failed", error=reason, finished_at=now,
+            status=FAILED, stage=FAILED, **stored(message=texts.TASK_FAILED(), error=reason), finished_at=now,
             updated_at=now, attempts=max(s.attempts, attempt)))
         self.counters.failed += 1
         metrics.JOBS.labels("failed").inc()
@@ -651,12 +773,14 @@ def _as_failure(job: EnhanceJob, step: str) -> Iterator[None]:
     try:
         yield
     except (ImageError, EngineError) as e:
-        raise PermanentFailure(str(e)) from e
+        raise PermanentFailure(said_of(e)) from e
     except Exception as e:
         log.exception("task %s: %s failed", job.task_id, step)
-        raise PermanentFailure(
-            f"Enhancement failed because of an internal error ({type(e).__name__}); "
-            "the operators can find the details in the enhancer's log.") from e
+        raise PermanentFailure(texts.TASK_INTERNAL_ERROR(kind=type(e).__name__)) from e
+
+
+def _megapixels(rgb: np.ndarray) -> float:
+    return rgb.shape[0] * rgb.shape[1] / 1e6
 
 
 async def _quietly(coro: Any) -> None:

@@ -7,7 +7,8 @@
     photoenhance billing replay          rebuild billing's ledger from the event stream
     photoenhance enhance FILE... --out DIR   enhance photos through a running service
     photoenhance servers [--watch]       the enhancers on the bus (admin token)
-    photoenhance models fetch            download official model weights (SHA-256 checked)
+    photoenhance models fetch [NAME...]  download official model weights (resumable, SHA-256 checked)
+    photoenhance models ensure|list      fetch what is missing if the network allows (never fails) | show them
 """
 
 from __future__ import annotations
@@ -102,7 +103,7 @@ def _enhance(args: argparse.Namespace) -> int:
 
     return enhance_files(args.files, out_dir=Path(args.out), server=args.server, scale=args.scale,
                          quality=args.quality, tile_size=args.tile_size, face_enhance=args.face_enhance,
-                         parallel=args.parallel)
+                         parallel=args.parallel, face_strength=args.face_strength)
 
 
 def _servers(args: argparse.Namespace) -> int:
@@ -111,22 +112,47 @@ def _servers(args: argparse.Namespace) -> int:
     return show(args.server, watch=args.watch, interval=args.interval, token_file=args.token_file)
 
 
-def _models(args: argparse.Namespace) -> int:
+def model_dir_of(given: str | None = None) -> Path:
+    """``--dir``, else ``$MODEL_DIR``, else the enhancer's default: the folder every command and service shares."""
     from enhancer.settings import DEFAULT_MODEL_DIR
-    from enhancer.weights import fetch
 
-    model_dir = Path(args.dir or os.environ.get("MODEL_DIR") or DEFAULT_MODEL_DIR).expanduser()
-    shown: dict[str, int] = {}
+    return Path(given or os.environ.get("MODEL_DIR") or DEFAULT_MODEL_DIR).expanduser()
 
-    def progress(name: str, done: int, total: int | None) -> None:
-        step = done * 20 // total if total else done // (16 * 1024 * 1024)
-        if shown.get(name) != step:
-            shown[name] = step
-            print(f"{name}: {done / 1e6:.0f} MB" + (f" of {total / 1e6:.0f} MB" if total else ""), flush=True)
 
-    for path in fetch(model_dir, args.names or None, progress):
-        print(f"ok: {path}")
-    return 0
+def _models(args: argparse.Namespace) -> int:
+    from enhancer import weights
+
+    model_dir = model_dir_of(args.dir)
+    if args.action == "list":
+        for entry in weights.CATALOGUE.values():
+            path = model_dir / entry.filename
+            state = f"{path.stat().st_size / 1e6:7.1f} MB" if path.is_file() else "missing"
+            verify = "SHA-256 pinned" if entry.sha256 else "no published hash"
+            use = "" if entry.auto else "; optional, fetched only when named"
+            print(f"{entry.filename:<30} {state:>10}  {entry.purpose} ({verify}{use})")
+        print(f"folder: {model_dir}")
+        for quality, (model, fallback) in weights.quality_models(model_dir).items():
+            print(f"quality {quality:<6} runs {model}" + (" (fallback: its own weights are missing)" * fallback))
+        return 0
+    if args.action == "ensure":
+        weights.ensure(model_dir)
+        return 0
+    names = args.names or ([w.filename for w in weights.CATALOGUE.values()] if args.all else
+                           [w.filename for w in weights.CATALOGUE.values() if w.auto])
+    bar = weights.ProgressBar()
+    mirror = os.environ.get(weights.MIRROR_ENV) or None
+    failed = 0
+    for name in names:
+        try:
+            [path] = weights.fetch(model_dir, [name], bar, warn=lambda m: print(f"  note: {m}"), mirror=mirror)
+            bar.end(f"ok: {path}")
+        except weights.WeightsError as e:
+            bar.end()
+            print(f"error: {e}", file=sys.stderr)
+            failed += 1
+            if isinstance(e, weights.WeightsUnreachable):
+                break
+    return 1 if failed else 0
 
 
 def parser() -> argparse.ArgumentParser:
@@ -189,6 +215,8 @@ def parser() -> argparse.ArgumentParser:
     en.add_argument("--quality", choices=("fast", "medium", "high"), default="high")
     en.add_argument("--tile-size", type=int, default=400)
     en.add_argument("--face-enhance", choices=("auto", "true", "false"), default="auto")
+    en.add_argument("--face-strength", type=float, help="0 (the original face) to 1 (fully restored); "
+                                                        "default: the service's (0.7)")
     en.add_argument("--parallel", type=int, default=4, help="photos in flight at once (default 4)")
     en.set_defaults(func=_enhance)
 
@@ -201,10 +229,16 @@ def parser() -> argparse.ArgumentParser:
 
     models = sub.add_parser("models", help="model weights")
     msub = models.add_subparsers(dest="action", required=True)
-    fetch = msub.add_parser("fetch", help="download official weights (needs internet), SHA-256 checked")
-    fetch.add_argument("names", nargs="*", help="which weights (default: all)")
-    fetch.add_argument("--dir", help="model folder (default $MODEL_DIR or ~/.cache/photoenhance/models)")
-    fetch.set_defaults(func=_models)
+    fetch = msub.add_parser("fetch", help="download official weights (needs internet): resumable, SHA-256 checked")
+    fetch.add_argument("names", nargs="*", help="which weights (default: those the service uses)")
+    fetch.add_argument("--all", action="store_true", help="also the optional ones (facexlib's parsing net)")
+    ensure = msub.add_parser("ensure", help="fetch the missing weights the service uses if the network allows; "
+                                            "otherwise say what is missing (exit 0 either way; MODELS_FETCH=off: "
+                                            "never download)")
+    listing = msub.add_parser("list", help="which weights are in the model folder, and what each quality level runs")
+    for c in (fetch, ensure, listing):
+        c.add_argument("--dir", help="model folder (default $MODEL_DIR or ~/.cache/photoenhance/models)")
+        c.set_defaults(func=_models)
     return p
 
 

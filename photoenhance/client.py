@@ -97,7 +97,8 @@ async def _run(files: list[Path], out_dir: Path, server: str, params: dict[str, 
 
 
 def enhance_files(files: list[str], *, out_dir: Path, server: str, scale: int = 4, quality: str = "high",
-                  tile_size: int = 400, face_enhance: str = "auto", parallel: int = 4) -> int:
+                  tile_size: int = 400, face_enhance: str = "auto", parallel: int = 4,
+                  face_strength: float | None = None) -> int:
     """Enhance ``files`` into ``out_dir``; exit code 0 when every photo succeeded."""
     paths = [Path(f) for f in files]
     missing = [p for p in paths if not p.is_file()]
@@ -107,4 +108,6 @@ def enhance_files(files: list[str], *, out_dir: Path, server: str, scale: int = 
     out_dir.mkdir(parents=True, exist_ok=True)
     params = {"scale": str(scale), "quality_level": quality, "tile_size": str(tile_size),
               "face_enhance": face_enhance}
+    if face_strength is not None:
+        params["face_strength"] = str(face_strength)
     return asyncio.run(_run(paths, out_dir, server.rstrip("/"), params, parallel))

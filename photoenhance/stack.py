@@ -18,6 +18,8 @@ from pathlib import Path
 
 import httpx
 
+from enhancer.weights import ENSURED_ENV
+
 from .bootstrap import run_bootstrap
 from .servers import EmbeddedNats, EmbeddedS3, free_port
 
@@ -118,7 +120,8 @@ class Stack:
     def env(self, role: str, name: str | None = None, **extra: str) -> dict[str, str]:
         """Settings of a ``role`` process connecting with credential ``name`` (the role's own by default)."""
         return {**self.nats.env_for(name or role, role), **self.s3.env(role), "MODEL_DIR": str(self.model_dir),
-                "LOG_LEVEL": "INFO", **self.extra_env, **extra}
+                # The caller prepares the model folder (tests, benchmarks): its enhancers never fetch weights.
+                "LOG_LEVEL": "INFO", ENSURED_ENV: "1", **self.extra_env, **extra}
 
     @property
     def url(self) -> str:

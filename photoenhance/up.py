@@ -1,7 +1,9 @@
 """``photoenhance up``: the whole service on one machine, on embedded defaults.
 
-Starts a real ``nats-server`` (JetStream) and a real S3 server as child processes unless
-``NATS_URL`` / ``S3_ENDPOINT`` point elsewhere, then the edge, one enhancer and billing as
+First fetches the model weights the model folder lacks (``enhancer.weights.ensure``: with a progress bar,
+resumable, SHA-256 checked; at once when they are all there; a few seconds offline, then it says what is missing;
+``MODELS_FETCH=off`` never downloads). Then starts a real ``nats-server`` (JetStream) and a real S3 server as
+child processes unless ``NATS_URL`` / ``S3_ENDPOINT`` point elsewhere, then the edge, one enhancer and billing as
 separate processes, each connecting with its own credentials. Ctrl-C (or SIGTERM) stops the
 services first — the enhancer finishes the job it holds — then the servers.
 """
@@ -17,6 +19,8 @@ import time
 import urllib.request
 from contextlib import ExitStack
 from pathlib import Path
+
+from enhancer.weights import ENSURED_ENV
 
 from .bootstrap import BootstrapError, run_bootstrap
 from .credentials import save_endpoints
@@ -38,6 +42,8 @@ def _service_env(nats: EmbeddedNats | None, s3: EmbeddedS3 | None, role: str, da
         env.update(nats.env_for(name, role))
         if role == "enhancer":
             env.setdefault("ENHANCER_ID", LOCAL_ENHANCER)
+    if role == "enhancer":
+        env[ENSURED_ENV] = "1"  # `fetch_models` did it, and said what is missing: the enhancer need not again
     if s3 is not None:
         env.update(s3.env(role))
     env.setdefault("BILLING_DB", str(data_dir / "billing.sqlite3"))
@@ -74,10 +80,23 @@ def admin_token(data_dir: Path) -> str:
     return path.read_text().strip()
 
 
+def fetch_models() -> None:
+    """The weights the enhancer will use, before it starts (it picks its engines from what is there)."""
+    from enhancer import weights
+
+    from .cli import model_dir_of
+
+    try:
+        weights.ensure(model_dir_of())
+    except KeyboardInterrupt:
+        print("\nmodel download skipped; the next start resumes it", flush=True)
+
+
 def run_all(*, port: int, data_dir: Path, host: str = "127.0.0.1") -> int:
     data_dir = data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     token = admin_token(data_dir)
+    fetch_models()  # before the signal handlers: Ctrl-C here skips the download instead of stopping
     stop = {"now": False}
 
     def on_signal(signum: int, _frame: object) -> None:

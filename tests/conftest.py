@@ -7,6 +7,7 @@ Nothing here is mocked: the services connect with their own role credentials, ex
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -18,6 +19,10 @@ import nats
 from photoenhance.servers import EmbeddedNats, EmbeddedS3
 
 from .support import TEST_ENV, Stack, private_stack
+
+# Tests never reach the internet: no `photoenhance up` or service they start fetches model weights (set before
+# any starts, so every child process inherits it). tests/enhancer/test_models_fetch.py fetches from a local server.
+os.environ["MODELS_FETCH"] = "off"
 
 
 @pytest.fixture(scope="session")

@@ -129,7 +129,9 @@ async def test_a_v1_job_and_record_still_run(http: httpx.Client, admin: Client) 
     # The edge reads the old record...
     queued = (await asyncio.to_thread(http.get, f"/api/v1/status/{task_id}")).json()
     assert queued["status"] == "queued" and queued["queue_position"] is None
-    assert queued["options"] == {"scale": 2, "quality_level": "fast", "tile_size": 0, "face_enhance": False}
+    assert queued["options"] == {"scale": 2, "quality_level": "fast", "tile_size": 0, "face_enhance": False,
+                                 # options it predates: their defaults
+                                 "face_strength": 0.7, "output_format": "auto", "output_quality": 92}
 
     # ...and a worker runs the old job from the legacy subject.
     job = {"type": "pe.v1.enhance_job", "task_id": task_id, "input_key": input_key, "input_name": "old.jpg",
@@ -141,5 +143,6 @@ async def test_a_v1_job_and_record_still_run(http: httpx.Client, admin: Client) 
     assert (status["output"]["width"], status["output"]["height"]) == (80, 64)
     assert status["output"]["engine"].startswith("realesrgan:") and status["attempts"] == 1
     stored = msgpack.unpackb((await kv.get(task_id)).value)
-    assert stored["type"] == TaskState.TYPE and stored["options"] == flat  # written back in the new version
+    assert stored["type"] == TaskState.TYPE  # written back in the new version, with the later options' defaults
+    assert stored["options"] == {**flat, "face_strength": 0.7, "output_format": "auto", "output_quality": 92}
     assert (await asyncio.to_thread(http.get, f"/api/v1/download/{task_id}")).status_code == 200

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
+import ipaddress
 import json
 import posixpath
 import re
@@ -290,7 +291,9 @@ def command_flags(command: list[str]) -> dict[str, str]:
 
 
 def published_host_ports(service: dict) -> list[str]:
-    return [key[1] for key in map(_port_key, service.get("ports", [])) if key[1]]
+    """Published host ports, ``443`` for TCP and ``443/udp`` for UDP (HTTP/3 shares 443 with HTTPS)."""
+    return [key[1] + ("" if key[3] == "tcp" else f"/{key[3]}")
+            for key in map(_port_key, service.get("ports", [])) if key[1]]
 
 
 def named_volume_sources(service: dict) -> list[str]:
@@ -797,7 +800,7 @@ def test_s3_clients_are_wired(config, service):
     svc = config["services"][service]
     env = environment(svc)
     assert env["S3_ENDPOINT"] == "http://minio:9000"
-    assert env["S3_PUBLIC_ENDPOINT"] == "http://localhost:9000"
+    assert env["S3_PUBLIC_ENDPOINT"] == "https://localhost:9443"  # the front door's S3 site
     assert env["S3_BUCKET"] == "photoenhance"
     # its own keys come from the file bootstrap writes, never the root keys from the environment
     assert not {"S3_ACCESS_KEY", "S3_SECRET_KEY"} & set(env), env
@@ -874,6 +877,40 @@ def test_edge_service(config):
     assert env["ADMIN_TOKEN"] == ""
     assert str(env["RETENTION_HOURS"]) == "24"
     assert any(str(p).endswith("8000:8000") for p in edge["ports"])
+
+
+def test_the_front_door_is_the_only_trusted_proxy(config):
+    """Caddy (edge/Caddyfile) in front of the edge and of the S3 endpoint presigned URLs point at; the edge
+    believes X-Forwarded-For from the proxy's fixed address alone and is published on loopback only."""
+    services = config["services"]
+    proxy, edge = services["proxy"], services["edge"]
+    assert str(proxy["image"]).startswith("caddy:2")
+    assert any(str(v).startswith("./edge/Caddyfile:/etc/caddy/Caddyfile") for v in proxy["volumes"])
+    assert {"80", "443", "443/udp", "9443"} <= set(published_host_ports(proxy))
+    address = proxy["networks"]["front"]["ipv4_address"]
+    subnet = config["networks"]["front"]["ipam"]["config"][0]["subnet"]
+    assert ipaddress.ip_address(address) in ipaddress.ip_network(subnet)
+    assert environment(edge)["EDGE_TRUSTED_PROXIES"] == address
+    assert "front" in edge["networks"] and "front" in services["minio"]["networks"]
+    assert [_port_key(p)[0] for p in edge["ports"]] == ["127.0.0.1"]
+    env = environment(proxy)
+    assert env["SITE_ADDRESS"] == "localhost" and env["S3_SITE_ADDRESS"] == "localhost:9443"
+    assert environment(edge)["S3_PUBLIC_ENDPOINT"] == f"https://{env['S3_SITE_ADDRESS']}"
+
+
+@pytest.mark.parametrize("site", ["localhost", "photos.example.com"])
+def test_caddy_accepts_the_front_door_config(site, tmp_path):
+    """The Caddyfile as compose runs it: HTTPS on 443 (local CA for localhost, ACME for a domain) and the
+    S3 site on 9443, proxying to the edge and MinIO."""
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "SITE_ADDRESS": site, "S3_SITE_ADDRESS": f"{site}:9443"}
+    out = subprocess.run([find_binary("caddy"), "adapt", "--config", str(ROOT / "edge" / "Caddyfile")],
+                         env=env, capture_output=True, text=True, check=True, cwd=tmp_path).stdout
+    servers = json.loads(out)["apps"]["http"]["servers"]
+    listens = {s["listen"][0]: json.dumps(s) for s in servers.values()}
+    assert set(listens) == {"0.0.0.0:443", "0.0.0.0:9443"}
+    assert '"dial": "edge:8000"'.replace(" ", "") in listens["0.0.0.0:443"].replace(" ", "")
+    assert '"dial": "minio:9000"'.replace(" ", "") in listens["0.0.0.0:9443"].replace(" ", "")
+    assert site in listens["0.0.0.0:443"] and "automatic_https" not in listens["0.0.0.0:443"]
 
 
 def test_enhancer_has_gpu_reservation(config):
@@ -1089,7 +1126,7 @@ def test_only_the_one_shots_write_the_identity_volume(request, model):
         mounts = [m for m in volume_mounts(service) if m[0] == IDENTITY_VOLUME]
         if name in ONE_SHOTS:
             assert mounts == [(IDENTITY_VOLUME, IDENTITY, False)], name
-        elif name != "minio":
+        elif name not in ("minio", "proxy"):
             assert mounts == [(IDENTITY_VOLUME, IDENTITY, True)], f"{name}: {mounts}"
 
 

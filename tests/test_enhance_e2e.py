@@ -18,12 +18,14 @@ from bus import subjects
 from bus.schemas import TaskProgress
 
 from .support import encode, finish, photo, sharpness, submit
+from .support.camera import as_p3, camera_exif, colourful, display_p3, identifying_metadata, patch_centres, seen
 
 
-def test_real_photo_is_enhanced_by_the_default_model(http: httpx.Client) -> None:
-    """A real photo (scikit-image's cat) comes back 4× larger and measurably sharper than bicubic."""
+def test_real_photo_is_enhanced_by_the_high_quality_model(http: httpx.Client) -> None:
+    """A real photo (scikit-image's cat) comes back 4× larger and measurably sharper than bicubic. (High quality
+    asked for: this CPU-only stack's default is fast, tests/test_eta.py.)"""
     original = photo("chelsea", size=(80, 56))
-    task_id = submit(http, encode(original, quality=92), "cat photo.jpg")
+    task_id = submit(http, encode(original, quality=92), "cat photo.jpg", quality_level="high")
     status = finish(http, task_id)
     assert status["status"] == "completed", status
     assert status["progress"] == 1.0
@@ -84,6 +86,65 @@ def test_a_phones_multi_picture_jpeg_is_enhanced_from_its_primary_picture(http: 
     assert diff < 20, diff
 
 
+def test_the_person_chooses_the_output_format_and_gets_an_upright_clean_photo(http: httpx.Client) -> None:
+    """A phone photo (stored sideways with EXIF orientation 6, a GPS position, a serial number, maker notes and a
+    Display P3 profile) asked as WebP at quality 80: the download is a WebP named .webp, upright, in the colours
+    of its profile, and without any of the identifying metadata."""
+    picture = colourful((64, 48))
+    data = encode(picture, "JPEG", quality=95, exif=camera_exif(6), icc_profile=display_p3())
+    task_id = submit(http, data, "IMG_0042.JPG", scale="2", quality_level="fast", tile_size="0",
+                     output_format="webp", output_quality="80")
+    status = finish(http, task_id)
+    assert status["status"] == "completed", status
+    assert (status["options"]["output_format"], status["options"]["output_quality"]) == ("webp", 80)
+    assert (status["output_scale"], status["notice"]) == (2.0, None)
+    assert (status["output"]["content_type"], status["output"]["filename"]) == ("image/webp", "IMG_0042_enhanced.webp")
+
+    r = http.get(f"/api/v1/download/{task_id}")
+    assert r.headers["content-type"] == "image/webp"
+    assert 'filename="IMG_0042_enhanced.webp"' in r.headers["content-disposition"]
+    out = Image.open(io.BytesIO(r.content))
+    assert out.format == "WEBP" and out.size == (96, 128)  # upright: 48×64, ×2
+    assert out.info.get("icc_profile") == display_p3()
+    assert identifying_metadata(r.content) == []
+    upright = picture.transpose(Image.Transpose.ROTATE_270)
+    shown = seen(out.resize(upright.size, Image.Resampling.BOX))
+    expected = as_p3(upright)
+    assert np.abs(shown - expected).mean() < 12
+    as_srgb = np.asarray(upright, np.int16)  # what a lost (or ignored) profile would show
+    for x, y in patch_centres(picture.size):  # the strong colours, where the profile shows
+        u, v = picture.size[1] - 1 - y, x
+        right, wrong = np.abs(shown[v, u] - expected[v, u]), np.abs(shown[v, u] - as_srgb[v, u])
+        assert right.max() <= 24 and right.sum() < wrong.sum(), (shown[v, u], expected[v, u], as_srgb[v, u])
+
+
+def test_a_result_too_large_for_its_format_is_made_at_the_largest_scale_that_fits(http: httpx.Client) -> None:
+    """×4 of a 4200-pixel-wide strip as WebP would be 16800 pixels wide, past WebP's 16383: the task says at once
+    that it will be made at ×3.9, and it is, by the same rule on the worker (bus/output_size.py)."""
+    strip = photo("coffee", size=(4200, 2))
+    r = http.post("/api/v1/enhance?output_format=webp&quality_level=fast&tile_size=0",
+                  files={"file": ("strip.png", encode(strip, "PNG"), "image/png")})
+    assert r.status_code == 200, r.text
+    task_id = r.json()["task_id"]
+    queued = http.get(f"/api/v1/status/{task_id}").json()
+    notice = "Enlarged ×3.9 instead of ×4 to stay within the 16383-pixel width and height that WebP allows."
+    assert (queued["output_scale"], queued["notice"]) == (3.9, notice)
+    zh = http.get(f"/api/v1/status/{task_id}", headers={"Accept-Language": "zh-CN"}).json()["notice"]
+    assert zh == "WebP 图片的宽和高最多 16383 像素，因此放大了 ×3.9，而不是 ×4。"
+    status = finish(http, task_id)
+    assert status["status"] == "completed", status
+    assert (status["output_scale"], status["notice"]) == (3.9, notice)
+    assert (status["output"]["width"], status["output"]["height"]) == (16380, 8)
+    out = Image.open(io.BytesIO(http.get(f"/api/v1/download/{task_id}").content))
+    assert (out.format, out.size) == ("WEBP", (16380, 8))
+
+    wider = http.post("/api/v1/enhance?output_format=webp&scale=2",
+                      files={"file": ("wide.png", encode(photo("coffee", size=(17000, 2)), "PNG"), "image/png")})
+    assert wider.status_code == 422
+    assert wider.json()["error"] == ("A WebP image can be at most 16383 pixels wide or tall, and this photo is "
+                                     "17000 pixels wide; choose another output format.")
+
+
 def test_deleting_a_task_removes_its_photo_result_and_record_at_once(http: httpx.Client, stack) -> None:
     task_id = submit(http, encode(photo(size=(24, 24))), "private.jpg", scale="2", quality_level="fast")
     assert finish(http, task_id)["status"] == "completed"
@@ -110,7 +171,8 @@ def test_options_from_the_query_string_take_effect(http: httpx.Client) -> None:
     r = http.post("/api/v1/enhance?scale=2&quality_level=fast&tile_size=64",
                   files={"file": ("x.jpg", encode(photo(size=(40, 30))), "image/jpeg")})
     status = finish(http, r.json()["task_id"])
-    assert status["options"] == {"scale": 2, "quality_level": "fast", "tile_size": 64, "face_enhance": None}
+    assert status["options"] == {"scale": 2, "quality_level": "fast", "tile_size": 64, "face_enhance": None,
+                                 "face_strength": 0.7, "output_format": "auto", "output_quality": 92}
     assert (status["output"]["width"], status["output"]["height"]) == (80, 60)
     assert status["output"]["engine"].endswith("realesr-animevideov3")
 
@@ -154,7 +216,7 @@ def test_status_and_download_of_unknown_or_malformed_ids(http: httpx.Client) -> 
 
 
 def test_download_before_completion_is_refused(http: httpx.Client) -> None:
-    task_id = submit(http, encode(photo(size=(64, 64))), "slow.jpg", tile_size="32")
+    task_id = submit(http, encode(photo(size=(64, 64))), "slow.jpg", tile_size="32", quality_level="high")
     r = http.get(f"/api/v1/download/{task_id}")  # 6 tiles of x4plus on CPU: seconds away from done
     assert r.status_code == 400
     assert r.json()["error"] in ("Task not completed. Current status: queued",

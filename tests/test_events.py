@@ -106,4 +106,8 @@ def test_info_tells_the_page_its_limits_and_features(http: httpx.Client) -> None
     info = http.get("/api/v1/info").json()
     assert info["limits"]["max_batch"] == 20 and info["limits"]["max_upload_mb"] == 5
     # The suite's enhancer has no GFPGAN weights (none can be downloaded), so the page must not offer it.
-    assert info["features"] == {"face_restoration": False}
+    assert info["features"] == {"face_restoration": False, "face_strength": 0.7}
+    # Nor the photo models of fast and medium: it says which stand-in each of those levels runs.
+    assert info["quality_models"] == {"fast": {"model": "realesr-animevideov3", "fallback": True},
+                                      "medium": {"model": "RealESRGAN_x4plus", "fallback": True},
+                                      "high": {"model": "RealESRGAN_x4plus", "fallback": False}}

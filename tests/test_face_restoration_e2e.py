@@ -37,9 +37,9 @@ def face_http(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client
         yield client
 
 
-def enhanced(http: httpx.Client, data: bytes, face_enhance: str) -> tuple[dict, np.ndarray]:
+def enhanced(http: httpx.Client, data: bytes, face_enhance: str, **extra: str) -> tuple[dict, np.ndarray]:
     task_id = submit(http, data, "portrait.jpg", scale="4", quality_level="fast", tile_size="0",
-                     face_enhance=face_enhance)
+                     face_enhance=face_enhance, **extra)
     status = finish(http, task_id)
     assert status["status"] == "completed", status
     r = http.get(f"/api/v1/download/{task_id}")
@@ -56,10 +56,10 @@ def test_the_service_says_it_can_restore_faces(face_http: httpx.Client) -> None:
 def test_a_portrait_comes_back_with_its_face_restored_and_the_rest_untouched(face_http: httpx.Client) -> None:
     """The face is replaced by GFPGAN's output; away from it the picture is the plain upscale's, pixel for pixel."""
     data = encode(photo("astronaut", size=(160, 160)), quality=95)
-    restored_status, restored = enhanced(face_http, data, "true")
+    restored_status, restored = enhanced(face_http, data, "true", face_strength="1")  # fully restored
     plain_status, plain = enhanced(face_http, data, "false")
 
-    assert restored_status["output"]["faces"] == 1
+    assert restored_status["output"]["faces"] == 1 and restored_status["options"]["face_strength"] == 1
     assert restored_status["output"]["engine"] == "gfpgan:GFPGANv1.4+realesr-animevideov3"
     assert plain_status["output"]["faces"] in (0, None)
     assert plain_status["output"]["engine"].startswith("realesrgan:")

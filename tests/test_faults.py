@@ -33,7 +33,7 @@ def test_nats_restarted_mid_run(own_stack: Stack) -> None:
 def test_storage_unreachable_for_a_while(own_stack: Stack) -> None:
     with httpx.Client(base_url=own_stack.url, timeout=30) as http:
         slow = encode(photo("coffee", size=(64, 64)))
-        busy = submit(http, slow, "busy.jpg", tile_size="32")  # keeps the worker busy while S3 goes away
+        busy = submit(http, slow, "busy.jpg", tile_size="32", quality_level="high")  # busy while S3 goes away
         waiting = [submit(http, tiny(i), f"w{i}.jpg", scale="2", quality_level="fast") for i in range(3)]
         wait_until(lambda: http.get(f"/api/v1/status/{busy}").json()["status"] == "processing", 60, "busy")
         own_stack.s3.stop()

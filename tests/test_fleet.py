@@ -47,7 +47,7 @@ def test_servers_view_needs_the_admin_token_in_the_header(http: httpx.Client) ->
 
 
 def test_a_busy_worker_stays_healthy(stack: Stack, http: httpx.Client) -> None:
-    task_id = submit(http, encode(photo("coffee", size=(96, 96))), "busy.jpg", tile_size="32")
+    task_id = submit(http, encode(photo("coffee", size=(96, 96))), "busy.jpg", tile_size="32", quality_level="high")
     wait_until(lambda: http.get(f"/api/v1/status/{task_id}").json()["status"] == "processing", 60, "processing")
     loaded = wait_until(lambda: (r := server(http, "enhancer-1")) and r["in_flight"] == 1 and r, 10,
                         "the heartbeat to show the job in flight")
@@ -113,10 +113,10 @@ def test_back_pressure_429_when_every_worker_is_busy(stack: Stack, tmp_path: Pat
         try:
             with httpx.Client(base_url=small.url, timeout=30) as http:
                 slow = encode(photo("coffee", size=(96, 96)))
-                first = submit(http, slow, "1.jpg", tile_size="32")
+                first = submit(http, slow, "1.jpg", tile_size="32", quality_level="high")
                 wait_until(lambda: http.get(f"/api/v1/status/{first}").json()["status"] == "processing", 60,
                            "the first job to start")
-                queued = [submit(http, slow, f"{i}.jpg", tile_size="32") for i in (2, 3)]
+                queued = [submit(http, slow, f"{i}.jpg", tile_size="32", quality_level="high") for i in (2, 3)]
                 r = http.post("/api/v1/enhance", files={"file": ("4.jpg", slow, "image/jpeg")})
                 assert r.status_code == 429, r.text
                 assert int(r.headers["retry-after"]) > 0

@@ -2,12 +2,16 @@
 
 Two sources are merged into one stream: the task's KV record (every change, durable) and the
 enhancer's live ``pe.progress.<task>`` messages (frequent, not persisted). While the task waits,
-its place in line is refreshed. The stream ends after the final status, so a browser's
-``EventSource`` is told exactly when to stop; polling ``/status`` stays the fallback.
+its place in line is refreshed, and until it ends, its time left (``edge/eta.py``). The stream ends
+after the final status, so a browser's ``EventSource`` is told exactly when to stop; polling
+``/status`` stays the fallback.
 
 A stream also ends after ``EDGE_STREAM_SECONDS`` (the client reconnects and gets the current status
 first), and how many may be open is bounded (``edge/connections.py``). Each open stream holds a NATS
 subscription and a KV watch; both are released however the stream ends, client gone included.
+
+Its sentences are in the request's language: a browser's ``EventSource`` cannot set headers, so the page
+names its language with ``?lang=zh`` or ``?lang=en`` (``edge/texts.py``).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -27,16 +32,18 @@ from bus import subjects
 from bus.codec import SchemaError
 from bus.schemas import TaskProgress, TaskState
 
-from .. import contract
+from .. import contract, eta
 from ..deps import ResourcesDep
 from ..resources import Resources
+from ..texts import LanguageDep
+from ..views import in_words
 from .tasks import load_task, status_view
 
 log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/api/v1", tags=["tasks"])
 
-#: Seconds between refreshes of a waiting task's place in line.
+#: Seconds between refreshes of a waiting task's place in line, and of any task's time left (``eta_seconds``).
 POSITION_EVERY = 2.0
 
 
@@ -88,8 +95,8 @@ async def _positions(res: Resources, merged: _Merged) -> None:
             summary="Status and live progress of a task as server-sent events (ends after the final status)",
             description="Events named `status` carry a TaskStatus (first, then on every change), events named "
                         "`progress` a TaskProgress.", responses=contract.stream_errors(400, 404, 503))
-async def events(task: Annotated[TaskState, Depends(existing_task)],
-                 res: ResourcesDep) -> AsyncIterator[contract.TaskStatus | contract.TaskProgress]:
+async def events(task: Annotated[TaskState, Depends(existing_task)], res: ResourcesDep,
+                 language: LanguageDep) -> AsyncIterator[contract.TaskStatus | contract.TaskProgress]:
     # The annotation names the events' data for the OpenAPI document; what is yielded are ServerSentEvents
     # wrapping them (for the event names), which FastAPI sends as they are.
     merged = _Merged()
@@ -112,11 +119,13 @@ async def events(task: Annotated[TaskState, Depends(existing_task)],
                 merged.progress_waiting -= 1
                 if not state.final:
                     yield ServerSentEvent(event="progress", data=contract.TaskProgress(
-                        task_id=task_id, stage=item.stage, progress=round(item.progress, 4), message=item.message))
+                        task_id=task_id, stage=item.stage, progress=round(item.progress, 4),
+                        message=in_words(item.message_text, item.message, language),
+                        eta_seconds=eta.counted_down(item.eta_seconds, item.at, time.time())))
                 continue
             if kind == "status":
                 state = item
-            body = await status_view(res, state)
+            body = await status_view(res, state, language)
             if body != sent:
                 sent = body
                 yield ServerSentEvent(event="status", data=body)

@@ -27,15 +27,17 @@ from pydantic import BaseModel, Field
 
 from bus.schemas import COMPLETED
 from bus.storage import ObjectMissing, ObjectTooLarge, StorageError, display_name
+from bus.texts import Language, render
 
-from .. import contract, dispatch, intake, options, staging
+from .. import contract, dispatch, intake, options, staging, texts
 from ..contract import PresignedUpload, ProcessedUpload, UnfinishedUpload
 from ..credits import Payer
 from ..deps import ResourcesDep, client_address
 from ..errors import ApiError
 from ..intake import too_large
 from ..resources import Resources
-from ..views import download_path
+from ..texts import request_language
+from ..views import download_path, in_words
 
 router = APIRouter(prefix="/api/v1", tags=["presigned upload"])
 
@@ -54,6 +56,10 @@ class ProcessRequest(BaseModel):
     quality_level: str | None = None
     scale: int | str | None = None
     face_enhance: bool | str | None = None
+    #: 0 (the original face) to 1 (fully restored); default 0.7.
+    face_strength: float | str | None = None
+    output_format: str | None = None
+    output_quality: int | str | None = None
 
 
 async def _discard(res: Resources, key: str) -> None:
@@ -88,52 +94,57 @@ async def process_uploaded(
     authorization: Annotated[str | None, Header(description="Bearer <mini-program session>: uses its credits")] = None,
 ) -> ProcessedUpload | JSONResponse:
     started = time.perf_counter()
+    language = request_language(request)
     key = body.file_key or body.cos_key
     if not key:
-        raise ApiError(400, "Missing file_key: first upload the photo with a URL from /api/v1/upload/presigned-url.")
+        raise ApiError(400, texts.PRESIGNED_MISSING_KEY())
     settings = res.settings
     staged = staging.parse(key, settings.max_upload_bytes)
     if staged is None:
-        raise ApiError(400, "This file_key was not issued by /api/v1/upload/presigned-url.")
-    opts = options.parse({"tile_size": body.tile_size, "quality_level": body.quality_level, "scale": body.scale,
-                          "face_enhance": body.face_enhance})
+        raise ApiError(400, texts.PRESIGNED_FOREIGN_KEY())
+    given = {"tile_size": body.tile_size, "quality_level": body.quality_level, "scale": body.scale,
+             "face_enhance": body.face_enhance, "face_strength": body.face_strength,
+             "output_format": body.output_format, "output_quality": body.output_quality}
+    opts = options.with_fleet_default(options.parse(given), res.registry.servers(), given)
     task_id = staged.task_id
     if await res.tasks.get(task_id) is not None:
         # A repeated request (a retry after a lost answer): the same task's answer. Bytes PUT again
         # through the same URL are deleted, never processed.
         await _discard(res, key)
-        return await _answer(res, task_id, started, time.perf_counter())
+        return await _answer(res, task_id, started, time.perf_counter(), language)
     try:
         data = await res.store.get_bytes(key, max_bytes=staged.bound)
     except ObjectTooLarge as e:
         await _discard(res, key)
         if staged.bound < settings.max_upload_bytes:
-            raise ApiError(413, f"The upload is larger than the {staged.bound} bytes this URL was issued for; "
-                                "it was deleted.") from e
+            raise ApiError(413, texts.PRESIGNED_OVER_BOUND(bound=staged.bound)) from e
         raise too_large(settings.max_upload_bytes) from e
     except ObjectMissing as e:
         if await res.tasks.get(task_id) is not None:  # a concurrent request with this file_key took it
-            return await _answer(res, task_id, started, time.perf_counter())
-        raise ApiError(404, "Nothing was uploaded under this file_key (or it has expired).") from e
+            return await _answer(res, task_id, started, time.perf_counter(), language)
+        raise ApiError(404, texts.PRESIGNED_NOTHING()) from e
     photo = await intake.check(res, io.BytesIO(data), len(data), key.rsplit("/", 1)[-1])
     fetched = time.perf_counter()
     await intake.accept(res, photo, opts, Payer(authorization, client_address(request)), task_id=task_id)
     await _discard(res, key)  # its bytes are the task's now (or, after a concurrent request, already were)
-    return await _answer(res, task_id, started, fetched)
+    return await _answer(res, task_id, started, fetched, language)
 
 
-async def _answer(res: Resources, task_id: str, started: float, fetched: float) -> ProcessedUpload | JSONResponse:
-    """Wait for the task and answer as the mini-program expects (the same for a repeated request)."""
+async def _answer(res: Resources, task_id: str, started: float, fetched: float,
+                  language: Language) -> ProcessedUpload | JSONResponse:
+    """Wait for the task and answer as the mini-program expects (the same for a repeated request); its
+    sentences in ``language``."""
     settings = res.settings
     final = await dispatch.wait_final(res, task_id, settings.sync_timeout)
     if final is None:
         return _unfinished(202, UnfinishedUpload(
             success=False, task_id=task_id, status="processing",
-            error=f"Still processing after {settings.sync_timeout:g} s; poll /api/v1/status/{task_id}."))
+            error=render(texts.PRESIGNED_STILL_PROCESSING(seconds=settings.sync_timeout, task_id=task_id),
+                         language)))
     if final.status != COMPLETED or not final.output_key:
+        error = in_words(final.error_text, final.error, language) or render(texts.PRESIGNED_FAILED(), language)
         return _unfinished(422, UnfinishedUpload.model_validate({"success": False, "task_id": task_id,
-                                                                 "status": final.status,
-                                                                 "error": final.error or "Enhancement failed."}))
+                                                                 "status": final.status, "error": error}))
     url = await res.store.presigned_get(final.output_key, timedelta(seconds=settings.presign_seconds),
                                         filename=final.output_name)
     total = time.perf_counter() - started

@@ -15,12 +15,14 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from bus import __version__, capabilities
-from bus.schemas import QUALITIES, SCALES
+from bus.schemas import DEFAULT_FACE_STRENGTH, OUTPUT_FORMATS, QUALITIES, SCALES
+from bus.texts import DEFAULT, render
 
-from .. import dispatch
+from .. import dispatch, options
 from ..deps import ResourcesDep
 from ..images import SUPPORTED_TEXT
 from ..resources import Resources
+from ..texts import LanguageDep
 
 router = APIRouter(tags=["system"])
 
@@ -66,7 +68,9 @@ class Health(BaseModel):
 class Limits(BaseModel):
     max_upload_mb: float
     max_input_megapixels: float
+    max_output_megapixels: float = Field(description="Larger results are made at the largest scale that fits")
     formats: str
+    output_formats: list[str] = Field(description="Values of the output_format option")
     max_batch: int = Field(description="Photos the web page sends in one batch")
     scales: list[int]
     quality_levels: list[str]
@@ -78,6 +82,16 @@ class Features(BaseModel):
     """What the page may offer."""
 
     face_restoration: bool = Field(description="Some healthy enhancer can restore faces")
+    face_strength: float = Field(description="The default face_strength: how much of a restored face replaces the "
+                                             "photo's own, from 0 (the original face) to 1 (fully restored)")
+
+
+class QualityModel(BaseModel):
+    """The super-resolution model a quality level runs on this fleet."""
+
+    model: str = Field(description="Its name, e.g. realesr-general-x4v3 (enhancers that differ: ' / '-joined)")
+    fallback: bool = Field(description="A stand-in while the level's own weights are missing (on some enhancer): "
+                                       "fast's is the anime model realesr-animevideov3, medium's RealESRGAN_x4plus")
 
 
 class Enhancer(BaseModel):
@@ -91,6 +105,8 @@ class Enhancer(BaseModel):
     engines: list[str]
     models: dict[str, str] = Field(description="What each engine runs")
     capabilities: list[str] = Field(description=f"What it can do: {', '.join(capabilities.CAPABILITIES)}")
+    quality_models: dict[str, str] = Field(description="The super-resolution model it runs for each quality level")
+    fallback_levels: list[str] = Field(description="Levels it runs with a stand-in model (their weights are missing)")
     capacity: int = Field(description="Jobs it runs at once")
     in_flight: int
     jobs_done: int
@@ -107,11 +123,30 @@ class Info(BaseModel):
     limits: Limits
     features: Features
     capabilities: list[str] = Field(description="What the healthy enhancers can do together")
+    default_quality: Literal["fast", "medium", "high"] = Field(
+        description="The quality level a request that sends no quality_level gets: high, or fast where every healthy "
+                    "enhancer runs on a CPU (high quality takes many minutes per photo there)")
+    default_quality_reason: str = Field(description="Why that level, in a sentence in the request's language")
+    quality_models: dict[str, QualityModel] = Field(
+        description="Which model each quality level (fast, medium, high) runs on the healthy enhancers")
     enhancers: list[Enhancer]
     queue: QueueDepth | None = Field(description="null when JetStream did not answer")
 
 
 # --- routes ----------------------------------------------------------------------------------------
+def fleet_quality_models(rows: list[dict[str, Any]]) -> dict[str, QualityModel]:
+    """What each quality level runs on the healthy enhancers among ``rows`` (the registry's view), as their
+    presence says: the model (several, ' / '-joined, where they differ) and whether any runs a stand-in."""
+    healthy = [r for r in rows if r["status"] == "healthy"]
+    levels = {}
+    for quality in QUALITIES:
+        models = sorted({m for r in healthy if (m := r.get("quality_models", {}).get(quality))})
+        if models:
+            levels[quality] = QualityModel(model=" / ".join(models), fallback=any(
+                quality in r.get("fallback_levels", ()) for r in healthy))
+    return levels
+
+
 async def _check(coro: Any) -> tuple[bool, Any]:
     try:
         return True, await asyncio.wait_for(coro, CHECK_TIMEOUT)
@@ -154,14 +189,17 @@ async def health_alias(res: ResourcesDep) -> JSONResponse:
 
 
 @router.get("/api/v1/info", summary="What this service offers and who is serving it", response_model=Info)
-async def info(res: ResourcesDep) -> Info:
+async def info(res: ResourcesDep, language: LanguageDep = DEFAULT) -> Info:
     # Public view of the fleet: no host names (operators get those from /api/v1/servers).
+    rows = res.registry.servers()
     enhancers = [Enhancer(id=r["server_id"], status=r["status"], version=r["version"], device=r["device"],
                           device_name=r["device_name"], engines=r["engines"], models=r["models"],
-                          capabilities=r.get("capabilities", []), capacity=r["capacity"], in_flight=r["in_flight"],
-                          jobs_done=r["jobs_done"], jobs_failed=r["jobs_failed"])
-                 for r in res.registry.servers()]
+                          capabilities=r.get("capabilities", []), quality_models=r.get("quality_models", {}),
+                          fallback_levels=r.get("fallback_levels", []), capacity=r["capacity"],
+                          in_flight=r["in_flight"], jobs_done=r["jobs_done"], jobs_failed=r["jobs_failed"])
+                 for r in rows]
     offered = dispatch.offered_capabilities(res)
+    default_quality, default_reason = options.default_quality(rows)
     ok, queue = await _check(_queue(res))
     settings = res.settings
     return Info(
@@ -170,16 +208,21 @@ async def info(res: ResourcesDep) -> Info:
         description="Photo enhancement: super-resolution and face restoration by enhancers on a NATS bus",
         endpoints={"enhance": "/api/v1/enhance", "status": "/api/v1/status/{task_id}",
                    "download": "/api/v1/download/{task_id}", "events": "/api/v1/events/{task_id}",
-                   "cancel": "/api/v1/tasks/{task_id}/cancel", "health": "/api/v1/health", "info": "/api/v1/info",
+                   "cancel": "/api/v1/tasks/{task_id}/cancel", "delete": "/api/v1/tasks/{task_id}",
+                   "health": "/api/v1/health", "info": "/api/v1/info",
                    "presigned_upload": "/api/v1/upload/presigned-url",
                    "process_uploaded": "/api/v1/single-process-uploaded-image"},
         limits=Limits(max_upload_mb=settings.max_upload_bytes / (1024 * 1024),
                       max_input_megapixels=settings.max_input_pixels / 1e6, formats=SUPPORTED_TEXT,
+                      max_output_megapixels=settings.max_output_pixels / 1e6, output_formats=list(OUTPUT_FORMATS),
                       max_batch=settings.max_batch, scales=list(SCALES), quality_levels=list(QUALITIES),
                       tile_size="0 (whole image) or 32-2048", retention_hours=settings.tasks.retention_hours),
         # What the page may offer: face restoration only when some healthy enhancer can restore faces.
-        features=Features(face_restoration=capabilities.FACES in offered),
+        features=Features(face_restoration=capabilities.FACES in offered, face_strength=DEFAULT_FACE_STRENGTH),
         capabilities=[c for c in capabilities.CAPABILITIES if c in offered],
+        default_quality=default_quality,
+        default_quality_reason=render(default_reason, language),
+        quality_models=fleet_quality_models(rows),
         enhancers=enhancers,
         queue=queue if ok else None,
     )

@@ -36,7 +36,7 @@ from bus.billing import (
 )
 from bus.schemas import Message
 
-from .. import contract
+from .. import contract, texts
 from ..auth import AdminDep
 from ..billing_client import ask
 from ..contract import WeChatOk
@@ -84,8 +84,8 @@ class PayCreate(BaseModel):
             return PayCreateRequest(token=token, product=self.product)
         if self.openid and self.total_fee is not None and not token:
             return PayCreateRequest(token="", product="", openid=self.openid, amount=int(self.total_fee))
-        missing = "product" if token else "product (or openid and total_fee)"
-        raise ApiError(400, f"Missing {missing}: name the product to buy.", success=False)
+        raise ApiError(400, texts.WECHAT_MISSING_PRODUCT() if token else texts.WECHAT_MISSING_PRODUCT_OR_FEE(),
+                       success=False)
 
 
 def ok(data_type: type[contract.Data], reply: Message) -> WeChatOk[contract.Data]:
@@ -124,7 +124,7 @@ async def pay_query(res: ResourcesDep, out_trade_no: str, authorization: AuthHea
 
 def _trade_no(out_trade_no: str) -> str:
     if not _TRADE_NO.match(out_trade_no):
-        raise ApiError(400, "That is not an order number.", success=False)
+        raise ApiError(400, texts.WECHAT_NOT_AN_ORDER_NUMBER(), success=False)
     return out_trade_no
 
 

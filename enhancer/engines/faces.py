@@ -69,8 +69,11 @@ class MTCNNDetector:
         from facenet_pytorch import MTCNN
 
         self._net = MTCNN(keep_all=True, min_face_size=min_face_size, device=device)
+        self._min_side = min_face_size
 
     def detect(self, rgb: np.ndarray) -> list[Face]:
+        if min(rgb.shape[:2]) < self._min_side:  # no face fits, and MTCNN's image pyramid would be empty
+            return []
         boxes, probs, points = self._net.detect(rgb, landmarks=True)
         if boxes is None:
             return []
@@ -155,8 +158,15 @@ def warp_face(rgb: np.ndarray, affine: np.ndarray) -> np.ndarray:
     )
 
 
-def paste_faces(background: np.ndarray, faces: list[np.ndarray], affines: list[np.ndarray], scale: int) -> np.ndarray:
+def paste_faces(background: np.ndarray, faces: list[np.ndarray], affines: list[np.ndarray], scale: int, *,
+                strength: float = 1.0) -> np.ndarray:
     """Blend restored 512² faces into ``background`` (the input upscaled by ``scale``), in place.
+
+    ``strength`` (0–1) is how much of each restored face replaces the background's own face: the mask is
+    scaled by it, so each pixel is ``strength × mask`` restored and the rest the background's. That is the
+    blend of the restored and the original aligned crop in the face's 512² frame (``s·R + (1−s)·O`` pasted
+    with the mask) computed where the pixels land: the same result without resampling the original face into
+    the crop and back, so strength 0 gives back the background's pixels exactly.
 
     As facexlib's ``paste_faces_to_input_image`` without the parsing net: inverse affine scaled to the
     output, a square mask eroded by 2×scale px, then eroded and Gaussian-blurred by ~5% of the face size.
@@ -184,6 +194,8 @@ def paste_faces(background: np.ndarray, faces: list[np.ndarray], affines: list[n
         padded = inv_roi.copy()
         padded[:, 2] -= inv_roi[:, :2] @ (pad, pad)  # the mask's frame has ``pad`` extra pixels each side
         soft = cv2.warpAffine(mask, padded, size)
+        if strength < 1:
+            soft *= strength
         if not soft.any():
             continue
         restored = cv2.warpAffine(face, inv_roi, size)

@@ -1,7 +1,9 @@
 """GFPGAN v1.4 face restoration on top of the Real-ESRGAN background, as the original service ran it.
 
 Pipeline: detect → keep the biggest ``max_faces`` → align each to the 512² FFHQ crop → restore all faces of
-the photo in one batched GFPGAN pass → upscale the whole photo with Real-ESRGAN → paste the faces back.
+the photo in one batched GFPGAN pass → upscale the whole photo with Real-ESRGAN → paste the faces back, blended
+``face_strength`` of the way from the photo's own (upscaled) face to the restored one. GFPGAN v1.4 ignores its
+own ``weight`` argument, so the strength is this blend: 0 gives back the photo's face, 1 the restored face.
 Unlike upstream GFPGANer, an OOM never returns the unrestored face: batches shrink, then the job fails with a
 clear message; and fp16 output that is NaN/inf or black is never returned either: the batch is redone in fp32.
 """
@@ -14,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bus import texts
 from enhancer.engines import _compat  # noqa: F401  (before gfpgan/basicsr)
 from enhancer.engines._memory import SimulatedOOM, is_oom, release
 from enhancer.engines.base import EngineError, EngineResult, EnhanceOptions, Progress
@@ -94,7 +97,11 @@ class GFPGANEngine:
         self.simulate_oom_batch_above: int | None = None
 
     def enhance(self, rgb: np.ndarray, opts: EnhanceOptions, progress: Progress) -> EngineResult:
-        """Restore up to ``max_faces`` faces and upscale the photo by ``opts.scale``."""
+        """Restore up to ``max_faces`` faces, ``opts.face_strength`` of the way, and upscale the photo by
+        ``opts.scale``. Strength 0 restores nothing (no detection, no GFPGAN pass): the photo is only upscaled."""
+        if opts.face_strength <= 0:
+            background, tiles, bg_model = self.background.upscale(rgb, opts, progress)
+            return EngineResult(image=background, faces=0, tiles=tiles, engine=self.name, model=bg_model)
         faces = select_faces(detect_faces(self.detector, rgb), self.max_faces, self.min_face_size)
         aligned = [(a, warp_face(rgb, a)) for a in map(alignment, faces) if a is not None]
         n = len(aligned)
@@ -102,7 +109,8 @@ class GFPGANEngine:
         restored = self.restore([crop for _, crop in aligned], progress)
         background, tiles, bg_model = self.background.upscale(rgb, opts, progress)
         # Paste smallest first so that where faces overlap the biggest one wins.
-        image = paste_faces(background, restored[::-1], [a for a, _ in aligned][::-1], opts.scale)
+        image = paste_faces(background, restored[::-1], [a for a, _ in aligned][::-1], opts.scale,
+                            strength=opts.face_strength)
         return EngineResult(image=image, faces=n, tiles=tiles, engine=self.name, model=f"{MODEL_NAME}+{bg_model}")
 
     def restore(self, crops: list[np.ndarray], progress: Progress) -> list[np.ndarray]:
@@ -120,7 +128,7 @@ class GFPGANEngine:
             if out is None:
                 release(self.device)
                 if len(chunk) == 1:
-                    raise EngineError("Not enough GPU memory to restore the faces in this image, even one at a time")
+                    raise EngineError(texts.TASK_OUT_OF_GPU_MEMORY_FACES())
                 batch = len(chunk) // 2  # the chunk may already be smaller than the batch size
                 log.warning("Out of memory in GFPGAN; retrying with batches of %d faces", batch)
                 continue

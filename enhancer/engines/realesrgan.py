@@ -1,4 +1,8 @@
-"""Real-ESRGAN super-resolution engine (the default): x4plus for high/medium quality, animevideov3 for fast.
+"""Real-ESRGAN super-resolution engine (the default), one photo model per quality level (``weights.model_for``):
+fast runs realesr-general-x4v3, medium RealESRGAN_x2plus (resized for ×4, as the original service ran it), high
+RealESRGAN_x4plus. While a level's own weights are missing it runs a labelled stand-in: fast the anime model
+realesr-animevideov3, medium x4plus; both ship converted from ncnn. The choice is made per job from the files in
+the model folder, so weights fetched while the service runs are used from the next job on.
 
 Own tiled inference instead of RealESRGANer, because that class keeps per-call state on the instance and
 swallows CUDA OOM (pasting the previous tile). Here an OOM halves the tile size and redoes the whole image,
@@ -9,13 +13,14 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
 
+from bus import texts
 from enhancer import weights
 from enhancer.engines._memory import SimulatedOOM, is_oom, release
 from enhancer.engines.base import EngineError, EngineResult, EnhanceOptions, Progress
@@ -24,27 +29,24 @@ from enhancer.engines.tiling import NonFiniteOutput, tile_grid, upscale_tiled
 
 log = logging.getLogger(__name__)
 
-MODEL_SCALE = 4
 TILE_PAD = 10
 MIN_TILE = 64
 
 
-@dataclass(frozen=True)
-class _Spec:
-    model: str  # the name users and logs see
-    loader: str  # function in enhancer.weights returning the state dict
-    arch: str  # function in enhancer.weights building the torch module
+class _EvenInput(torch.nn.Module):
+    """RealESRGAN_x2plus pixel-unshuffles its input by 2, so height and width must be even: pad the odd ones by
+    repeating the last row/column (as upstream pads before inference) and crop the output back."""
 
+    def __init__(self, net: torch.nn.Module, scale: int) -> None:
+        super().__init__()
+        self.net, self.scale = net, scale
 
-_SPECS = {
-    "x4plus": _Spec("RealESRGAN_x4plus", "load_x4plus", "x4plus_arch"),
-    "animevideov3": _Spec("realesr-animevideov3", "load_animevideov3", "animevideov3_arch"),
-}
-
-
-def variant_for(quality: str) -> str:
-    """high/medium → x4plus (16.7 M params); fast → animevideov3 (0.6 M params, ~20× faster)."""
-    return "animevideov3" if quality == "fast" else "x4plus"
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        if h % 2 == 0 and w % 2 == 0:
+            return self.net(x)
+        y = self.net(F.pad(x, (0, w % 2, 0, h % 2), mode="replicate"))
+        return y[..., : h * self.scale, : w * self.scale]
 
 
 def _smaller_tile(tile: int, height: int, width: int) -> int | None:
@@ -54,7 +56,8 @@ def _smaller_tile(tile: int, height: int, width: int) -> int | None:
 
 
 class RealESRGANEngine:
-    """Real-ESRGAN x4 models with tiling, OOM recovery, and exact 2× output via INTER_AREA.
+    """Real-ESRGAN models with tiling, OOM recovery, and exact output sizes (an x4 model's ×2 via INTER_AREA, the
+    x2 model's ×4 via Lanczos, as the original service resized it).
 
     Models load lazily per quality (a lock makes that safe) and are then read-only, so the instance holds
     no per-call state. fp16 is used on CUDA; if a card produces NaN/inf or black output in fp16, the image
@@ -88,9 +91,19 @@ class RealESRGANEngine:
         with self._lock:
             key = (variant, dtype)
             if key not in self._models:
-                spec = _SPECS[variant]
-                net = getattr(weights, spec.arch)()
-                net.load_state_dict(getattr(weights, spec.loader)(self.model_dir), strict=True)
+                spec = weights.SR_MODELS[variant]
+                net = spec.arch()
+                try:
+                    net.load_state_dict(spec.load(self.model_dir), strict=True)
+                except weights.WeightsError as exc:
+                    raise EngineError(str(exc)) from exc
+                except Exception as exc:  # a damaged or foreign file under the official name
+                    # The operator learns where and what to do; the person, which model and what to do meanwhile.
+                    log.error("loading %s from %s failed (not a valid checkpoint: %s); delete the file and run "
+                              "`photoenhance models fetch`", spec.name, self.model_dir, exc)
+                    raise EngineError(texts.TASK_MODEL_UNUSABLE(model=spec.name)) from exc
+                if spec.scale == 2:
+                    net = _EvenInput(net, spec.scale)
                 net.requires_grad_(False).eval()
                 layout = torch.channels_last if self.channels_last else torch.contiguous_format
                 self._models[key] = net.to(device=self.device, dtype=dtype, memory_format=layout)
@@ -105,14 +118,16 @@ class RealESRGANEngine:
         """Return (image at ``opts.scale``, tiles in the final pass, model name)."""
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
             raise ValueError(f"expected HxWx3 uint8 RGB, got {rgb.shape} {rgb.dtype}")
-        variant = variant_for(opts.quality)
-        out, tiles = self._upscale_x4(rgb, variant, opts.tile_size, progress)
+        spec, _fallback = weights.model_for(opts.quality, self.model_dir)
+        out, tiles = self._upscale_native(rgb, spec.name, opts.tile_size, progress)
         h, w = rgb.shape[:2]
-        if opts.scale != MODEL_SCALE:
+        if opts.scale < spec.scale:
             out = cv2.resize(out, (w * opts.scale, h * opts.scale), interpolation=cv2.INTER_AREA)
-        return out, tiles, _SPECS[variant].model
+        elif opts.scale > spec.scale:
+            out = cv2.resize(out, (w * opts.scale, h * opts.scale), interpolation=cv2.INTER_LANCZOS4)
+        return out, tiles, spec.name
 
-    def _upscale_x4(self, rgb: np.ndarray, variant: str, tile: int, progress: Progress) -> tuple[np.ndarray, int]:
+    def _upscale_native(self, rgb: np.ndarray, variant: str, tile: int, progress: Progress) -> tuple[np.ndarray, int]:
         h, w = rgb.shape[:2]
         while True:
             try:
@@ -125,7 +140,7 @@ class RealESRGANEngine:
             smaller = _smaller_tile(tile, h, w)
             if smaller is None:
                 last = min(tile if tile > 0 else max(h, w), max(h, w))
-                raise EngineError(f"Not enough GPU memory to process this image, even with {last}-pixel tiles")
+                raise EngineError(texts.TASK_OUT_OF_GPU_MEMORY(tile=last))
             log.warning("Out of memory with tile %s (%s); retrying with %s-pixel tiles", tile, reason, smaller)
             tile = smaller
 
@@ -147,7 +162,7 @@ class RealESRGANEngine:
         return upscale_tiled(
             self._model(variant, dtype),
             rgb,
-            scale=MODEL_SCALE,
+            scale=weights.SR_MODELS[variant].scale,
             tile=tile,
             pad=self.tile_pad,
             device=self.device,

@@ -94,7 +94,8 @@ def _bench_resize(ctx: BuildContext) -> Engine:
 
 
 REALESRGAN = EngineSpec(
-    name="realesrgan", models="RealESRGAN_x4plus, realesr-animevideov3 (ncnn-converted)",
+    name="realesrgan", models="Real-ESRGAN: realesr-general-x4v3 (fast), RealESRGAN_x2plus (medium), "
+                              "RealESRGAN_x4plus (high); see quality_models for what runs here",
     capabilities=frozenset({UPSCALE}), build=_realesrgan)
 GFPGAN = EngineSpec(
     name="gfpgan", models="GFPGANv1.4 + RealESRGAN background", capabilities=frozenset({FACES}),
@@ -147,3 +148,14 @@ def engines_by_capability(engines: Iterable[str]) -> dict[str, str]:
 def models_of(engines: Iterable[str]) -> dict[str, str]:
     """What each of ``engines`` runs, for presence."""
     return {e: get(e).models for e in engines}
+
+
+def quality_models(engines: Iterable[str], model_dir: Path) -> dict[str, tuple[str, bool]]:
+    """For a worker with ``engines``: each quality level's super-resolution model with the weights in
+    ``model_dir``, and whether it is a stand-in (``enhancer.weights.model_for``). Real-ESRGAN runs every level,
+    also under GFPGAN (its background); a worker without it (a benchmark engine) names none."""
+    from enhancer import weights
+
+    if not {REALESRGAN.name, GFPGAN.name} & set(engines):
+        return {}
+    return weights.quality_models(model_dir)

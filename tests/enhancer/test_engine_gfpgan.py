@@ -9,6 +9,7 @@ weights), and so is the Real-ESRGAN background.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -25,6 +26,7 @@ from enhancer.engines.faces import (
     RetinaFaceDetector,
     alignment,
     make_detector,
+    paste_faces,
     select_faces,
 )
 from enhancer.engines.gfpgan import GFPGANEngine, gfpgan_arch
@@ -118,6 +120,13 @@ def test_photo_without_faces_is_just_upscaled(gfpgan: GFPGANEngine, recorder: Re
     assert np.array_equal(result.image, gfpgan.background.enhance(photo, FAST, lambda *a: None).image)
 
 
+def test_a_photo_too_small_for_any_face_is_just_upscaled(gfpgan: GFPGANEngine, recorder: Recorder) -> None:
+    """Smaller than the smallest face MTCNN looks for (20 px): it used to raise from inside MTCNN."""
+    photo = shrink(skimage.data.astronaut(), 16, 12)
+    result = gfpgan.enhance(photo, FAST, recorder)
+    assert result.faces == 0 and result.image.shape[:2] == (12 * 4, 16 * 4)
+
+
 def test_garbage_detections_are_bounded(tmp_path: Path, gfpgan_dir: Path) -> None:
     """RetinaFace with random weights reports hundreds of 'faces'; at most max_faces are ever restored."""
     from enhancer.engines import _compat
@@ -198,3 +207,58 @@ def test_unusable_fp16_output_is_redone_in_fp32_and_fp16_stays_off(
     assert expected is not None
     for got in (restored, again):
         assert all(np.array_equal(a, b) for a, b in zip(got, expected, strict=True))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Face-restoration strength: 0 the photo's own face, 1 the restored one, in between a blend
+# ----------------------------------------------------------------------------------------------------------
+
+
+def test_face_strength_blends_from_the_photos_face_to_the_restored_one(
+        gfpgan: GFPGANEngine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Through the engine, on the real GFPGANv1Clean architecture: the GFPGAN pass runs once (its output is
+    reused for the second strength: the same crops give the same faces), and never for strength 0."""
+    photo = shrink(skimage.data.astronaut(), 160, 160)
+    restore, passes, kept = gfpgan.restore, [], {}
+
+    def restore_once(crops: list[np.ndarray], progress) -> list[np.ndarray]:
+        passes.append(len(crops))
+        if "faces" not in kept:
+            kept["faces"] = restore(crops, progress)
+        return kept["faces"]
+
+    monkeypatch.setattr(gfpgan, "restore", restore_once)
+    background = gfpgan.background.enhance(photo, FAST, lambda *a: None).image.astype(int)
+    recorders = {s: Recorder() for s in (1.0, 0.5, 0.0)}
+    out = {s: gfpgan.enhance(photo, replace(FAST, face_strength=s), recorders[s]) for s in recorders}
+    assert passes == [1, 1]
+    assert [out[s].faces for s in recorders] == [1, 1, 0]
+
+    # 0: the original face, exactly as the photo upscaled without face restoration (nothing detected or run).
+    assert np.array_equal(out[0.0].image, background)
+    assert out[0.0].model == "realesr-animevideov3" and recorders[0.0].stage("restoring") == []
+    # 1: the restored face replaces the photo's within the face's mask.
+    full = out[1.0].image.astype(int)
+    face = np.any(full != background, axis=2)
+    assert face.mean() > 0.02
+    full_diff = np.abs(full - background)[face].mean()
+    assert full_diff > 10
+    # 0.5: halfway, pixel by pixel (within the 8-bit rounding of each blend).
+    half = out[0.5].image.astype(int)
+    assert np.abs(half * 2 - (full + background)).max() <= 2
+    assert 0.4 < np.abs(half - background)[face].mean() / full_diff < 0.6
+
+
+def test_paste_at_strength_zero_leaves_the_background_exactly() -> None:
+    """The blend happens where the pixels land (the mask times the strength), so 0 resamples nothing."""
+    rng = np.random.default_rng(0)
+    background = rng.integers(0, 256, (256, 256, 3), dtype=np.uint8)
+    face = rng.integers(0, 256, (FACE_SIZE, FACE_SIZE, 3), dtype=np.uint8)
+    affine = np.array([[8.0, 0, -256], [0, 8.0, -256]])  # the face square covers the middle of the 2x output
+    assert np.array_equal(paste_faces(background.copy(), [face], [affine], 2, strength=0.0), background)
+    full = paste_faces(background.copy(), [face], [affine], 2).astype(int)
+    assert np.array_equal(full, paste_faces(background.copy(), [face], [affine], 2, strength=1.0))
+    quarter = paste_faces(background.copy(), [face], [affine], 2, strength=0.25).astype(int)
+    expected = background + (full - background) * 0.25
+    assert np.abs(quarter - expected).max() <= 1.5
+    assert (full != background).any()

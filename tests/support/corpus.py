@@ -13,6 +13,7 @@ import numpy as np
 from PIL import Image
 
 from . import encode, photo
+from .camera import RGBA_HEIF, camera_exif, display_p3
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,11 @@ def big_icc() -> bytes:
     return encode(small(), "JPEG", icc_profile=bytes(range(256)) * 1024)  # 256 KB, not a real profile
 
 
+def phone_jpeg() -> bytes:
+    """As a phone saves it: sideways with EXIF orientation 6, GPS, serial number, maker notes, Display P3."""
+    return encode(small(), "JPEG", quality=95, exif=camera_exif(6), icc_profile=display_p3())
+
+
 def truncated(fmt: str) -> Callable[[], bytes]:
     def make() -> bytes:
         data = encode(small(size=(64, 48)), fmt)
@@ -157,6 +163,9 @@ CASES = [
     Case("WebP", lambda: encode(small(), "WEBP"), "x.webp", "image/webp", size=(48, 32)),
     Case("AVIF", lambda: encode(small(), "AVIF"), "x.avif", "image/avif", size=(48, 32)),
     Case("BMP", lambda: encode(small(), "BMP"), "x.bmp", "image/bmp", size=(48, 32)),
+    Case("progressive JPEG", lambda: encode(small(), "JPEG", progressive=True), size=(48, 32)),
+    Case("phone JPEG (orientation 6, GPS, Display P3)", phone_jpeg, "IMG_0001.JPG", size=(32, 48)),
+    Case("HEIF with transparency", RGBA_HEIF.read_bytes, "x.heic", "image/heic", size=(58, 200), fmt="PNG"),
     Case("TIFF", lambda: encode(small(), "TIFF"), "x.tiff", "image/tiff", size=(48, 32)),
     Case("PNG named .jpg", lambda: encode(small(), "PNG"), "liar.jpg", "image/jpeg", size=(48, 32), fmt="PNG"),
     Case("60 KB EXIF", big_exif, size=(48, 32)),

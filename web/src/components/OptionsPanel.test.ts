@@ -14,7 +14,8 @@ afterEach(() => {
 })
 
 /** The panel under a parent that holds the options and takes every change the panel asks for. */
-function mount(start: EnhanceOptions = START, facesAvailable = true) {
+function mount(start: EnhanceOptions = START, facesAvailable = true, qualityModels: object = {},
+  defaultQuality: EnhanceOptions['quality'] = 'high') {
   const options = ref(start)
   const changes: EnhanceOptions[] = []
   const host = document.createElement('div')
@@ -25,6 +26,8 @@ function mount(start: EnhanceOptions = START, facesAvailable = true) {
         options: options.value,
         scales: [2, 4],
         facesAvailable,
+        qualityModels,
+        defaultQuality,
         onChange: (next: EnhanceOptions) => {
           changes.push(next)
           options.value = next
@@ -33,7 +36,9 @@ function mount(start: EnhanceOptions = START, facesAvailable = true) {
   })
   mounted.mount(host)
   const input = (testId: string) => host.querySelector<HTMLInputElement>(`[data-testid="${testId}"] input`)!
-  return { options, changes, input }
+  const text = (testId: string) => host.querySelector(`[data-testid="${testId}"]`)?.textContent?.trim() ?? null
+  const slider = () => host.querySelector<HTMLInputElement>('[data-testid="face-strength"] input')
+  return { options, changes, input, text, slider }
 }
 
 describe('OptionsPanel', () => {
@@ -69,8 +74,75 @@ describe('OptionsPanel', () => {
     expect([input('scale-2').checked, input('scale-4').checked]).toEqual([true, false])
   })
 
+  it('offers the output formats, and a quality only where the format has one', async () => {
+    const { changes, options } = mount({ ...START, outputFormat: 'auto', outputQuality: 92 })
+    const select = document.querySelector<HTMLSelectElement>('[data-testid="output-format"] select')!
+    const quality = () => document.querySelector<HTMLInputElement>('[data-testid="output-quality"] input')
+    expect(Array.from(select.options, (o) => o.value)).toEqual(['auto', 'jpeg', 'png', 'webp', 'avif'])
+    expect(select.value).toBe('auto')
+    expect(quality()?.value).toBe('92')
+    select.value = 'webp'
+    select.dispatchEvent(new Event('change'))
+    await nextTick()
+    quality()!.value = '70'
+    quality()!.dispatchEvent(new Event('change'))
+    await nextTick()
+    expect(changes.slice(-2)).toEqual([
+      { ...START, outputFormat: 'webp', outputQuality: 92 },
+      { ...START, outputFormat: 'webp', outputQuality: 70 },
+    ])
+    options.value = { ...options.value, outputFormat: 'png' }
+    await nextTick()
+    expect(quality()).toBeNull() // PNG is lossless
+  })
+
   it('offers no face restoration where the service has none', () => {
     const { input } = mount({ ...START, faceEnhance: false }, false)
     expect(input('face-toggle').disabled).toBe(true)
+  })
+})
+
+describe('OptionsPanel: models and face strength', () => {
+  it('says which model each quality level runs, and when it is a stand-in', () => {
+    const { text } = mount(START, true, {
+      fast: { model: 'realesr-animevideov3', fallback: true },
+      high: { model: 'RealESRGAN_x4plus', fallback: false },
+    })
+    expect(text('quality-model-fast')).toBe('模型：realesr-animevideov3（备用：照片模型的权重未安装）')
+    expect(text('quality-model-high')).toBe('模型：RealESRGAN_x4plus')
+  })
+
+  it('shows no model line where the fleet has not said', () => {
+    const { text } = mount()
+    expect([text('quality-model-fast'), text('quality-model-high')]).toEqual([null, null])
+  })
+
+  it('offers a strength slider while faces are restored, from the default 70%', async () => {
+    const { options, changes, text, slider } = mount()
+    expect(slider()!.value).toBe('0.7')
+    expect(text('face-strength')).toContain('修复强度：70%')
+    slider()!.value = '0.25'
+    slider()!.dispatchEvent(new Event('input'))
+    await nextTick()
+    expect(changes).toEqual([{ ...START, faceStrength: 0.25 }])
+    expect(text('face-strength')).toContain('修复强度：25%')
+    options.value = { ...options.value, faceEnhance: false }
+    await nextTick()
+    expect(slider()).toBeNull() // no faces restored: nothing to weigh
+  })
+
+  it('has no slider where the service cannot restore faces', () => {
+    const { slider } = mount(START, false)
+    expect(slider()).toBeNull()
+  })
+})
+
+describe('OptionsPanel: the default quality', () => {
+  it('says why Fast is preselected on a service without a GPU, and nothing where High quality is the default', () => {
+    const cpu = mount({ ...START, quality: 'fast' }, true, {}, 'fast')
+    expect(cpu.input('quality-fast').checked).toBe(true)
+    expect(cpu.text('quality-default')).toContain('本服务只用 CPU')
+    mounted!.unmount()
+    expect(mount(START).text('quality-default')).toBeNull()
   })
 })

@@ -449,7 +449,7 @@ export interface components {
         Body_enhance_api_v1_enhance_post: {
             /**
              * File
-             * @description The photo (JPEG, PNG, WebP, AVIF, BMP, TIFF)
+             * @description The photo (JPEG, PNG, WebP, AVIF, HEIC/HEIF, BMP, TIFF)
              */
             file?: string | null;
             /**
@@ -459,7 +459,7 @@ export interface components {
             tile_size?: string | null;
             /**
              * Quality Level
-             * @description fast | medium | high (default)
+             * @description fast | medium | high; default high, or fast where every enhancer runs on a CPU (/api/v1/info says which: default_quality)
              */
             quality_level?: string | null;
             /**
@@ -472,6 +472,21 @@ export interface components {
              * @description true | false | auto (default)
              */
             face_enhance?: string | null;
+            /**
+             * Face Strength
+             * @description 0 (the original face) to 1 (fully restored); default 0.7
+             */
+            face_strength?: string | null;
+            /**
+             * Output Format
+             * @description auto (default: PNG stays PNG, as does transparency; else JPEG) | jpeg | png | webp | avif
+             */
+            output_format?: string | null;
+            /**
+             * Output Quality
+             * @description 1–100 for jpeg, webp and avif; default 92
+             */
+            output_quality?: string | null;
         };
         /** BusHealth */
         BusHealth: {
@@ -536,6 +551,18 @@ export interface components {
              */
             capabilities: string[];
             /**
+             * Quality Models
+             * @description The super-resolution model it runs for each quality level
+             */
+            quality_models: {
+                [key: string]: string;
+            };
+            /**
+             * Fallback Levels
+             * @description Levels it runs with a stand-in model (their weights are missing)
+             */
+            fallback_levels: string[];
+            /**
              * Capacity
              * @description Jobs it runs at once
              */
@@ -563,7 +590,7 @@ export interface components {
         ErrorBody: {
             /**
              * Error
-             * @description What went wrong, in a sentence meant for the user
+             * @description What went wrong, in a sentence meant for the user: in Chinese when the request asks for it (Accept-Language: zh..., or ?lang=zh), else in English
              */
             error: string;
         } & {
@@ -579,6 +606,11 @@ export interface components {
              * @description Some healthy enhancer can restore faces
              */
             face_restoration: boolean;
+            /**
+             * Face Strength
+             * @description The default face_strength: how much of a restored face replaces the photo's own, from 0 (the original face) to 1 (fully restored)
+             */
+            face_strength: number;
         };
         /**
          * Health
@@ -623,6 +655,24 @@ export interface components {
              * @description What the healthy enhancers can do together
              */
             capabilities: string[];
+            /**
+             * Default Quality
+             * @description The quality level a request that sends no quality_level gets: high, or fast where every healthy enhancer runs on a CPU (high quality takes many minutes per photo there)
+             * @enum {string}
+             */
+            default_quality: "fast" | "medium" | "high";
+            /**
+             * Default Quality Reason
+             * @description Why that level, in a sentence in the request's language
+             */
+            default_quality_reason: string;
+            /**
+             * Quality Models
+             * @description Which model each quality level (fast, medium, high) runs on the healthy enhancers
+             */
+            quality_models: {
+                [key: string]: components["schemas"]["QualityModel"];
+            };
             /** Enhancers */
             enhancers: components["schemas"]["Enhancer"][];
             /** @description null when JetStream did not answer */
@@ -634,8 +684,18 @@ export interface components {
             max_upload_mb: number;
             /** Max Input Megapixels */
             max_input_megapixels: number;
+            /**
+             * Max Output Megapixels
+             * @description Larger results are made at the largest scale that fits
+             */
+            max_output_megapixels: number;
             /** Formats */
             formats: string;
+            /**
+             * Output Formats
+             * @description Values of the output_format option
+             */
+            output_formats: string[];
             /**
              * Max Batch
              * @description Photos the web page sends in one batch
@@ -857,6 +917,12 @@ export interface components {
             scale?: number | string | null;
             /** Face Enhance */
             face_enhance?: boolean | string | null;
+            /** Face Strength */
+            face_strength?: number | string | null;
+            /** Output Format */
+            output_format?: string | null;
+            /** Output Quality */
+            output_quality?: number | string | null;
         };
         /**
          * ProcessedUpload
@@ -912,6 +978,22 @@ export interface components {
             upload_time: number | null;
             /** Total Time */
             total_time: number;
+        };
+        /**
+         * QualityModel
+         * @description The super-resolution model a quality level runs on this fleet.
+         */
+        QualityModel: {
+            /**
+             * Model
+             * @description Its name, e.g. realesr-general-x4v3 (enhancers that differ: ' / '-joined)
+             */
+            model: string;
+            /**
+             * Fallback
+             * @description A stand-in while the level's own weights are missing (on some enhancer): fast's is the anime model realesr-animevideov3, medium's RealESRGAN_x4plus
+             */
+            fallback: boolean;
         };
         /**
          * QueueDepth
@@ -1040,6 +1122,22 @@ export interface components {
              * @description null: restore faces when the service can
              */
             face_enhance: boolean | null;
+            /**
+             * Face Strength
+             * @description How much of a restored face replaces the photo's own: 0 (the original face) to 1 (fully restored)
+             */
+            face_strength: number;
+            /**
+             * Output Format
+             * @description auto: PNG stays PNG, as does a photo with transparency; anything else becomes JPEG
+             * @enum {string}
+             */
+            output_format: "auto" | "jpeg" | "png" | "webp" | "avif";
+            /**
+             * Output Quality
+             * @description 1–100; used by jpeg, webp and avif
+             */
+            output_quality: number;
         };
         /** TaskOutput */
         TaskOutput: {
@@ -1080,6 +1178,11 @@ export interface components {
             progress: number;
             /** Message */
             message: string | null;
+            /**
+             * Eta Seconds
+             * @description About how many seconds until it is done, from the pace of its enhancer so far; null when it cannot tell yet
+             */
+            eta_seconds: number | null;
         };
         /**
          * TaskStatus
@@ -1098,7 +1201,10 @@ export interface components {
              * @description queued, fetched, decoded, faces_detected, restoring, upscaling, encoding, stored, completed, failed or cancelled
              */
             stage: string | null;
-            /** Message */
+            /**
+             * Message
+             * @description What is happening, in a sentence in the request's language
+             */
             message: string | null;
             /**
              * Progress
@@ -1120,7 +1226,10 @@ export interface components {
              * @description The same as result_url (the original's documented name)
              */
             download_url: string | null;
-            /** Error */
+            /**
+             * Error
+             * @description Why it failed, in a sentence in the request's language
+             */
             error: string | null;
             /** Created At */
             created_at: number;
@@ -1137,6 +1246,21 @@ export interface components {
             input: components["schemas"]["TaskInput"];
             /** @description Once completed */
             output: components["schemas"]["TaskOutput"] | null;
+            /**
+             * Output Scale
+             * @description The scale the result is (or will be) made at: options.scale, or less when the result would exceed the service's size limits
+             */
+            output_scale: number;
+            /**
+             * Notice
+             * @description Something to tell the person about the result, e.g. that it was enlarged less than asked to stay under the size limit on results
+             */
+            notice: string | null;
+            /**
+             * Eta Seconds
+             * @description About how many seconds until it is done, while queued or processing, from the enhancers' measured pace (README, "How long will it take?"); null when not measured yet, or once it has ended
+             */
+            eta_seconds: number | null;
         };
         /**
          * UnfinishedUpload
@@ -1257,6 +1381,9 @@ export interface operations {
                 quality_level?: string | null;
                 scale?: string | null;
                 face_enhance?: string | null;
+                face_strength?: string | null;
+                output_format?: string | null;
+                output_quality?: string | null;
             };
             header?: {
                 /** @description Bearer <mini-program session>: uses its credits */

@@ -1,8 +1,9 @@
+import type { Locale } from '../i18n/messages'
 import type { paths } from './api-types'
 import { errorFromResponse, field, NetworkError } from './http'
 import { AbortedError } from './sleep'
-import type { EnhanceOptions, Limits, SubmitResponse, TaskProgress, TaskStatus } from './types'
-import { DEFAULT_LIMITS } from './types'
+import type { Deleted, EnhanceOptions, Limits, SubmitResponse, TaskProgress, TaskStatus } from './types'
+import { DEFAULT_LIMITS, usesQuality } from './types'
 
 /** The part of EventSource the page uses (so tests can hand in a fake). */
 export interface EventSourceLike {
@@ -29,6 +30,8 @@ export interface Api {
   submit(file: File, options: EnhanceOptions, signal?: AbortSignal, idempotencyKey?: string): Promise<SubmitResponse>
   status(taskId: string, signal?: AbortSignal): Promise<TaskStatus>
   cancel(taskId: string): Promise<TaskStatus>
+  /** Deletes the task on the server now: its photo, its result and its record (409 while it is being enhanced). */
+  delete(taskId: string): Promise<Deleted>
   download(taskId: string, signal?: AbortSignal): Promise<Blob>
   /** The task's event stream, or null where the browser has no EventSource (then the page polls). */
   events(taskId: string): TaskEvents | null
@@ -78,6 +81,13 @@ export function enhanceForm(file: File, options: EnhanceOptions): FormData {
   form.append('scale', String(options.scale))
   form.append('face_enhance', options.faceEnhance ? 'true' : 'false')
   form.append('quality_level', options.quality)
+  if (options.faceEnhance && options.faceStrength !== undefined && Number.isFinite(options.faceStrength)) {
+    form.append('face_strength', String(Math.min(1, Math.max(0, options.faceStrength))))
+  }
+  if (options.outputFormat) form.append('output_format', options.outputFormat)
+  if (options.outputQuality !== undefined && usesQuality(options.outputFormat ?? 'auto')) {
+    form.append('output_quality', String(Math.round(Math.min(100, Math.max(1, options.outputQuality)))))
+  }
   return form
 }
 
@@ -98,19 +108,53 @@ export function limitsFromInfo(body: unknown): Limits {
     max_batch: Math.floor(num(field(limits, 'max_batch'), DEFAULT_LIMITS.max_batch)),
     scales: scales.length ? scales : DEFAULT_LIMITS.scales,
     face_restoration: field(field(body, 'features'), 'face_restoration') !== false,
+    face_strength: fraction(field(field(body, 'features'), 'face_strength'), DEFAULT_LIMITS.face_strength),
+    quality_models: qualityModels(field(body, 'quality_models')),
+    default_quality: defaultQuality(field(body, 'default_quality')),
   }
 }
 
-/** Every request the page makes goes through here: `fetch` for the calls, `openEvents` for event streams. */
+/** `default_quality` of `/api/v1/info`, among the levels the page offers (fast, high); else the page's default. */
+function defaultQuality(v: unknown): Limits['default_quality'] {
+  return v === 'fast' || v === 'high' ? v : DEFAULT_LIMITS.default_quality
+}
+
+function fraction(v: unknown, d: number): number {
+  return typeof v === 'number' && v >= 0 && v <= 1 ? v : d
+}
+
+/** `quality_models` of `/api/v1/info`, keeping only well-formed entries of the levels the page knows. */
+function qualityModels(body: unknown): Limits['quality_models'] {
+  const out: Limits['quality_models'] = {}
+  for (const level of ['fast', 'medium', 'high'] as const) {
+    const entry = field(body, level)
+    const model = field(entry, 'model')
+    if (typeof model === 'string' && model) out[level] = { model, fallback: field(entry, 'fallback') === true }
+  }
+  return out
+}
+
+/** The `Accept-Language` the page sends: the server answers its sentences (errors, progress) in it. */
+export function acceptLanguage(locale: Locale): string {
+  return locale === 'zh' ? 'zh-CN,zh;q=0.9' : 'en'
+}
+
+/**
+ * Every request the page makes goes through here: `fetch` for the calls, `openEvents` for event streams.
+ * Each asks for the server's sentences in the page's language (`language()`, read at each call, so the
+ * language switch takes effect at once): `Accept-Language` on the calls, `?lang=` on the event streams
+ * (an EventSource cannot set headers).
+ */
 export function createApi(
   fetchImpl: typeof fetch = (...a) => fetch(...a),
   base = '',
   openEvents: OpenEventSource | null = browserEventSource,
+  language: () => Locale = () => 'zh',
 ): Api {
-  const call = async (path: string, init: RequestInit = {}): Promise<Response> => {
+  const call = async (path: string, init: RequestInit & { headers?: Record<string, string> } = {}): Promise<Response> => {
     let res: Response
     try {
-      res = await fetchImpl(base + path, init)
+      res = await fetchImpl(base + path, { ...init, headers: { ...init.headers, 'Accept-Language': acceptLanguage(language()) } })
     } catch (e) {
       if (init.signal?.aborted) throw new AbortedError()
       throw new NetworkError(e instanceof Error ? e.message : String(e))
@@ -138,12 +182,16 @@ export function createApi(
       const res = await call(`/api/v1/tasks/${id(taskId)}/cancel`, { method: 'POST' })
       return answer<'/api/v1/tasks/{task_id}/cancel', 'post'>(res)
     },
+    async delete(taskId) {
+      const res = await call(`/api/v1/tasks/${id(taskId)}`, { method: 'DELETE' })
+      return answer<'/api/v1/tasks/{task_id}', 'delete'>(res)
+    },
     async download(taskId, signal) {
       const res = await call(`/api/v1/download/${id(taskId)}`, { signal })
       return await res.blob()
     },
     events(taskId) {
-      return openEvents ? taskEvents(openEvents(`${base}/api/v1/events/${id(taskId)}`)) : null
+      return openEvents ? taskEvents(openEvents(`${base}/api/v1/events/${id(taskId)}?lang=${language()}`)) : null
     },
   }
 }

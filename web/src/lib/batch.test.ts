@@ -2,11 +2,12 @@ import { unzipSync } from 'fflate'
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
 import type { Api } from './api'
 import { Batch } from './batch'
-import { ApiError } from './http'
+import { ApiError, NetworkError } from './http'
 import { completed, FakeEventSource, fakeEvents, flush, status } from './testing'
 import type { EnhanceOptions, Limits, SubmitResponse, TaskStatus } from './types'
+import { DEFAULT_LIMITS } from './types'
 
-const LIMITS: Limits = { max_upload_mb: 1, max_batch: 20, scales: [2, 4], face_restoration: true }
+const LIMITS: Limits = { ...DEFAULT_LIMITS, max_upload_mb: 1, max_batch: 20, scales: [2, 4], face_restoration: true }
 const OPTIONS: EnhanceOptions = { scale: 2, faceEnhance: false, quality: 'fast' }
 const png = (name: string, size = 10) => new File([new Uint8Array(size)], name, { type: 'image/png' })
 
@@ -29,6 +30,7 @@ function fakeServer() {
     status: vi.fn(async (id: string): Promise<TaskStatus> => status(id)),
     cancel: vi.fn(async (id: string): Promise<TaskStatus> =>
       status(id, { status: 'failed', stage: 'cancelled', message: 'Cancelled', queue_position: null })),
+    delete: vi.fn(async (id: string) => ({ success: true, task_id: id, deleted: true })),
     download: vi.fn(async (id: string) => new Blob([id], { type: 'image/png' })),
     events: vi.fn(fakeEvents),
   } satisfies Api
@@ -113,6 +115,40 @@ describe('Batch', () => {
     stream('t1').emit('status', completed('t1'))
     await flush()
     expect(batch.items[1]!.status).toBe('completed')
+  })
+
+  it("keeps the server's word that the result is enlarged less than asked", async () => {
+    const { batch, stream } = setup()
+    batch.add([png('big.png')], 'batch', LIMITS)
+    batch.start(OPTIONS)
+    await flush()
+    const notice = '为不超过结果 64 百万像素的上限，放大了 ×2.29，而不是 ×4。'
+    stream('t1').emit('status', status('t1', { output_scale: 2.29, notice }))
+    await flush()
+    expect(batch.items[0]).toMatchObject({ status: 'queued', scaleNotice: notice })
+    stream('t1').emit('status', { ...completed('t1'), output_scale: 2.29, notice })
+    await flush()
+    expect(batch.items[0]).toMatchObject({ status: 'completed', scaleNotice: notice })
+  })
+
+  it("follows the server's estimate of the time left, from its status and its live progress", async () => {
+    const { batch, stream } = setup()
+    batch.add([png('a.png')], 'batch', LIMITS)
+    batch.start(OPTIONS)
+    await flush()
+    stream('t1').emit('status', status('t1', { queue_position: 2, eta_seconds: 95 }))
+    await flush()
+    expect(batch.items[0]).toMatchObject({ status: 'queued', etaSeconds: 95 })
+    stream('t1').emit('progress', { task_id: 't1', stage: 'upscaling', progress: 0.5, message: 'tile 3/6', eta_seconds: 40 })
+    await flush()
+    expect(batch.items[0]).toMatchObject({ status: 'processing', etaSeconds: 40 })
+    // An older server's progress says nothing of it: the last estimate stays.
+    stream('t1').emit('progress', { task_id: 't1', stage: 'upscaling', progress: 0.6, message: 'tile 4/6' })
+    await flush()
+    expect(batch.items[0]!.etaSeconds).toBe(40)
+    stream('t1').emit('status', completed('t1'))
+    await flush()
+    expect(batch.items[0]).toMatchObject({ status: 'completed', etaSeconds: null })
   })
 
   it('marks a task the server failed with its error text', async () => {
@@ -211,6 +247,47 @@ describe('Batch', () => {
     expect(api.cancel).toHaveBeenCalledWith('t1')
     expect(objectUrls.live.size).toBe(0)
     expect(batch.items).toHaveLength(0)
+  })
+
+  describe('deleting from the server', () => {
+    async function finished() {
+      const s = setup()
+      s.batch.add([png('a.png'), png('b.png')], 'batch', LIMITS)
+      s.batch.start(OPTIONS)
+      await flush()
+      s.stream('t1').emit('status', completed('t1'))
+      await flush()
+      expect(s.batch.items[0]!.status).toBe('completed')
+      return s
+    }
+
+    it('deletes the task on the server, then the card and its URLs go', async () => {
+      const { batch, api, objectUrls } = await finished()
+      const before = objectUrls.live.size
+      expect(await batch.delete(batch.items[0]!.id)).toBeNull()
+      expect(api.delete).toHaveBeenCalledWith('t1')
+      expect(api.cancel).not.toHaveBeenCalled()
+      expect(batch.items.map((i) => i.name)).toEqual(['b.png'])
+      expect(objectUrls.live.size).toBe(before - 2) // its photo and its result
+    })
+
+    it('keeps the card and says why when the server refuses', async () => {
+      const { batch, api } = await finished()
+      const refusal = new ApiError(409, '这张照片正在处理中，请等处理完成后再删除。', 10)
+      api.delete.mockRejectedValueOnce(refusal)
+      expect(await batch.delete(batch.items[1]!.id)).toBe(refusal)
+      expect(batch.items).toHaveLength(2)
+      api.delete.mockRejectedValueOnce(new NetworkError('offline'))
+      expect(await batch.delete(batch.items[0]!.id)).toBeInstanceOf(NetworkError)
+      expect(batch.items).toHaveLength(2)
+    })
+
+    it('drops the card of a task the server no longer has', async () => {
+      const { batch, api } = await finished()
+      api.delete.mockRejectedValueOnce(new ApiError(404, 'Task not found.'))
+      expect(await batch.delete(batch.items[0]!.id)).toBeNull()
+      expect(batch.items).toHaveLength(1)
+    })
   })
 
   it('checks files before upload and keeps to the batch limit', () => {

@@ -41,6 +41,8 @@ export interface Item {
   progress: number
   /** 1 = next in line. */
   queuePosition: number | null
+  /** About how many seconds until the server is done with it (its `eta_seconds`); null: not known (yet). */
+  etaSeconds?: number | null
   /** Seconds until an automatic retry after 429/503, while counting down. */
   retryIn: number | null
   /** The server's own error message, when it gave one. */
@@ -48,6 +50,8 @@ export interface Item {
   errorKey: LocalErrorKey | null
   /** A short note that does not change the status (a refused cancel). */
   notice: string | null
+  /** The server's word that the result is (to be) enlarged less than asked, to stay under its size limits. */
+  scaleNotice?: string | null
   inputUrl: string
   output: TaskOutput | null
   result: Result | null
@@ -141,10 +145,12 @@ export class Batch {
         message: '',
         progress: 0,
         queuePosition: null,
+        etaSeconds: null,
         retryIn: null,
         error: null,
         errorKey: null,
         notice: null,
+        scaleNotice: null,
         inputUrl: this.urls.create(file),
         output: null,
         result: null,
@@ -171,8 +177,8 @@ export class Batch {
     if (!item || !canRetry(item.status)) return false
     this.runtime.delete(item.id)
     Object.assign(item, {
-      taskId: null, stage: null, message: '', progress: 0, queuePosition: null, retryIn: null,
-      error: null, errorKey: null, notice: null, output: null,
+      taskId: null, stage: null, message: '', progress: 0, queuePosition: null, etaSeconds: null, retryIn: null,
+      error: null, errorKey: null, notice: null, scaleNotice: null, output: null,
     })
     moveTo(item, 'pending')
     // One cancelled before "start" has no options yet; it simply waits for the next start.
@@ -224,6 +230,27 @@ export class Batch {
     for (const item of [...this.state.items]) this.remove(item.id)
   }
 
+  /**
+   * Deletes an image from the server (its photo, its result and its record; a waiting task is cancelled
+   * first), then drops its card. A task the server no longer has (404) is gone already. Returns null once
+   * deleted, else why not (an ApiError with the server's sentence, e.g. 409 while it is being enhanced, or a
+   * NetworkError), and the card stays.
+   */
+  async delete(id: string): Promise<Error | null> {
+    const item = this.find(id)
+    if (!item) return null
+    if (item.taskId) {
+      try {
+        await this.deps.api.delete(item.taskId)
+      } catch (e) {
+        if (!(e instanceof ApiError && e.status === 404)) return e instanceof Error ? e : new Error(String(e))
+      }
+      item.taskId = null // deleted: nothing left for remove() to cancel
+    }
+    this.remove(id)
+    return null
+  }
+
   completed(): Item[] {
     return this.state.items.filter((i) => i.status === 'completed' && i.result)
   }
@@ -273,6 +300,7 @@ export class Batch {
       if (final.status !== 'completed') return // applyStatus has marked it failed or cancelled
 
       item.stage = 'downloading'
+      item.etaSeconds = null
       const blob = await withRetry(() => api.download(sub.task_id, signal), retry)
       if (signal.aborted) return
       const contentType = blob.type || final.output?.content_type || ''
@@ -314,6 +342,8 @@ export class Batch {
     item.message = s.message ?? ''
     item.progress = clamp(Number(s.progress) || 0, 0, 1)
     item.queuePosition = s.status === 'queued' ? s.queue_position : null
+    item.etaSeconds = s.eta_seconds ?? null
+    item.scaleNotice = s.notice ?? null
     if (s.output) item.output = s.output
     if (to === 'failed') {
       item.error = s.error || s.message || null
@@ -329,5 +359,6 @@ export class Batch {
     item.message = p.message ?? item.message
     item.progress = clamp(Number(p.progress) || 0, 0, 1)
     item.queuePosition = null
+    if (p.eta_seconds !== undefined) item.etaSeconds = p.eta_seconds
   }
 }

@@ -34,3 +34,13 @@ export function formatBytes(bytes: number): string {
 export function clamp(value: number, min: number, max: number): number {
   return Math.min(max, Math.max(min, value))
 }
+
+/**
+ * How an estimate of seconds left is said: whole seconds under a minute, else whole minutes; null when there
+ * is none (the server could not tell yet, or it is not a number).
+ */
+export function etaWords(seconds: number | null | undefined): { key: 'etaSeconds' | 'etaMinutes'; n: number } | null {
+  if (typeof seconds !== 'number' || !Number.isFinite(seconds) || seconds < 0) return null
+  if (seconds < 60) return { key: 'etaSeconds', n: Math.max(1, Math.round(seconds)) }
+  return { key: 'etaMinutes', n: Math.round(seconds / 60) }
+}

@@ -62,3 +62,9 @@ export function canCancel(status: ItemStatus): boolean {
 export function canRetry(status: ItemStatus): boolean {
   return status === 'failed' || status === 'cancelled'
 }
+
+/** A user may delete an image from the server once it has a task there, except while a GPU is enhancing it
+ * (the server refuses that with 409) or while it is still being uploaded. */
+export function canDelete(status: ItemStatus, taskId: string | null): boolean {
+  return taskId !== null && status !== 'uploading' && status !== 'processing'
+}

@@ -48,9 +48,15 @@ export function status(taskId: string, over: Partial<TaskStatus> = {}): TaskStat
     updated_at: 1_700_000_000,
     processing_time: null,
     attempts: 0,
-    options: { scale: 4, quality_level: 'high', tile_size: 400, face_enhance: null },
+    options: {
+      scale: 4, quality_level: 'high', tile_size: 400, face_enhance: null, face_strength: 0.7,
+      output_format: 'auto', output_quality: 92,
+    },
     input: { filename: `${taskId}.png`, width: 200, height: 150, size: 3 },
     output: null,
+    output_scale: 4,
+    notice: null,
+    eta_seconds: null,
     ...over,
   }
 }

@@ -10,6 +10,12 @@ describe('validateFile', () => {
       expect(validateFile(file(n!, t!), 50)).toBeNull()
     }
   })
+  it("accepts an iPhone's HEIC, by type or by extension", () => {
+    expect(validateFile(file('IMG_0001.HEIC', 'image/heic'), 50)).toBeNull()
+    expect(validateFile(file('IMG_0002.heif', 'image/heif'), 50)).toBeNull()
+    expect(validateFile(file('IMG_0003.HEIC', ''), 50)).toBeNull()
+    expect(ACCEPT_ATTRIBUTE).toContain('.heic')
+  })
   it('falls back to the extension when the browser reports no type (AVIF often)', () => {
     expect(validateFile(file('photo.AVIF', ''), 50)).toBeNull()
     expect(validateFile(file('notes.txt', ''), 50)).toEqual({ reason: 'type', name: 'notes.txt' })

@@ -1,9 +1,15 @@
-/** The formats the page offers (the server also takes BMP and TIFF, but browsers cannot show those). */
+/**
+ * The formats the page offers (the server also takes BMP and TIFF, but browsers cannot show those). HEIC, the
+ * iPhone's format, is offered although only Safari shows its preview: the result comes back as JPEG (or the
+ * format chosen), which every browser shows.
+ */
 export const ACCEPTED_TYPES: Readonly<Record<string, readonly string[]>> = {
   'image/jpeg': ['jpg', 'jpeg', 'jfif'],
   'image/png': ['png'],
   'image/webp': ['webp'],
   'image/avif': ['avif'],
+  'image/heic': ['heic'],
+  'image/heif': ['heif', 'hif'],
 }
 
 /** For the file picker's `accept` attribute: MIME types and extensions (some systems only know one). */

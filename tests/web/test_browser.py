@@ -141,14 +141,18 @@ def test_a_batch_goes_through_with_progress_compare_and_one_zip(page: Page, tmp_
 
 
 def test_a_file_that_is_not_an_image_gets_the_servers_message(page: Page, tmp_path: Path) -> None:
+    """The server's own sentence, in the page's language: Chinese by default, English after the switch."""
     fake = tmp_path / "holiday.jpg"
     fake.write_bytes(b"these are not the pixels you are looking for\n" * 20)
     page.goto("/")
-    page.get_by_test_id("file-input").set_input_files(fake)
-    page.get_by_test_id("start").click()
-    item = page.get_by_test_id("item").first
-    expect(item).to_have_attribute("data-status", "failed", timeout=30_000)
-    expect(item.get_by_test_id("item-error")).to_contain_text("not an image we can read")
+    for expected in ("这个文件不是我们能读取的图片", "not an image we can read"):
+        page.get_by_test_id("file-input").set_input_files(fake)
+        page.get_by_test_id("start").click()
+        item = page.get_by_test_id("item").first
+        expect(item).to_have_attribute("data-status", "failed", timeout=30_000)
+        expect(item.get_by_test_id("item-error")).to_contain_text(expected)
+        page.reload()
+        page.get_by_test_id("lang-toggle").click()
 
 
 def test_a_phone_screen_has_no_horizontal_scrolling(browser: Browser, stack: Stack, tmp_path: Path) -> None:

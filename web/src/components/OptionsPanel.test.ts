@@ -106,10 +106,20 @@ describe('OptionsPanel: models and face strength', () => {
   it('says which model each quality level runs, and when it is a stand-in', () => {
     const { text } = mount(START, true, {
       fast: { model: 'realesr-animevideov3', fallback: true },
+      medium: { model: 'RealESRGAN_x2plus', fallback: false },
       high: { model: 'RealESRGAN_x4plus', fallback: false },
     })
     expect(text('quality-model-fast')).toBe('模型：realesr-animevideov3（备用：照片模型的权重未安装）')
+    expect(text('quality-model-medium')).toBe('模型：RealESRGAN_x2plus')
     expect(text('quality-model-high')).toBe('模型：RealESRGAN_x4plus')
+  })
+
+  it('offers the three levels, medium included', async () => {
+    const { input, changes } = mount()
+    expect(['fast', 'medium', 'high'].map((l) => input(`quality-${l}`) !== null)).toEqual([true, true, true])
+    input('quality-medium').click()
+    await Promise.resolve()
+    expect(changes.at(-1)?.quality).toBe('medium')
   })
 
   it('shows no model line where the fleet has not said', () => {

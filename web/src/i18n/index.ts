@@ -1,5 +1,6 @@
 import { ref, watchEffect } from 'vue'
 import { dictionaries, format, type Locale, type MessageKey } from './messages'
+import type { QualityLevel } from '../lib/types'
 
 const STORAGE_KEY = 'photoenhance.lang'
 
@@ -37,4 +38,11 @@ export function stageKey(stage: string | null | undefined): MessageKey | null {
 
 export function toggleLocale(): void {
   locale.value = locale.value === 'zh' ? 'en' : 'zh'
+}
+
+/** The name of each quality level. */
+export const QUALITY_LABELS: Record<QualityLevel, MessageKey> = {
+  fast: 'qualityFast',
+  medium: 'qualityMedium',
+  high: 'qualityHigh',
 }

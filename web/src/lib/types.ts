@@ -34,6 +34,8 @@ export interface Limits {
 }
 
 export type QualityLevel = 'fast' | 'medium' | 'high'
+/** The levels the page offers, in order. */
+export const QUALITY_LEVELS: readonly QualityLevel[] = ['fast', 'medium', 'high']
 /** `{model, fallback}`: fallback is a stand-in while the level's own photo model is not installed. */
 export type QualityModel = Schemas['QualityModel']
 
@@ -53,7 +55,7 @@ export const DEFAULT_OUTPUT_QUALITY = 92
 export interface EnhanceOptions {
   scale: 2 | 4
   faceEnhance: boolean
-  quality: 'fast' | 'high'
+  quality: QualityLevel
   /** Absent: the server's default (`auto`, quality 92). */
   outputFormat?: OutputFormat
   outputQuality?: number

@@ -25,9 +25,17 @@ class BenchResizeEngine:
 
     def enhance(self, rgb: np.ndarray, opts: EnhanceOptions, progress: Progress) -> EngineResult:
         progress("upscaling", 0, 1)  # the engine's start, visible on the bus (tests check the pipelining)
-        h, w = rgb.shape[:2]
-        out = cv2.resize(rgb, (w * opts.scale, h * opts.scale), interpolation=cv2.INTER_LANCZOS4)
+        out = self._resize(rgb, opts)
         if self.delay:
             time.sleep(self.delay)
         progress("upscaling", 1, 1)
         return EngineResult(image=out, tiles=1, engine=self.name, model=BENCH_RESIZE.models)
+
+    def warm_up(self, rgb: np.ndarray, opts: EnhanceOptions) -> None:
+        """The worker's start-up run: the resize without the simulated job time (a warm-up is not a job)."""
+        self._resize(rgb, opts)
+
+    @staticmethod
+    def _resize(rgb: np.ndarray, opts: EnhanceOptions) -> np.ndarray:
+        h, w = rgb.shape[:2]
+        return cv2.resize(rgb, (w * opts.scale, h * opts.scale), interpolation=cv2.INTER_LANCZOS4)

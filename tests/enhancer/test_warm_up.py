@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +20,9 @@ import pytest
 
 from bus import subjects
 from bus.capabilities import UPSCALE
-from bus.schemas import QUALITIES
+from bus.schemas import QUALITIES, EnhanceOptions
 from bus.settings import NatsSettings, S3Settings, TaskSettings
-from enhancer.engines import EngineError
+from enhancer.engines import EngineError, bench_resize
 from enhancer.engines.bench_resize import BenchResizeEngine
 from enhancer.engines.realesrgan import RealESRGANEngine
 from enhancer.engines.registry import quality_models
@@ -68,15 +69,15 @@ def worker(bus: Bus, engines: list[str], model_dir: Path, *, slots: int = 1) -> 
 
 async def test_every_slot_runs_its_engine_before_the_first_pull_and_the_loop_stays_free(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("BENCH_ENGINE_DELAY", "0.3")  # the warm-up call takes a moment: seen from the loop
     runs: list[tuple[str, str, tuple[int, ...]]] = []
-    enhance = BenchResizeEngine.enhance
+    warm_up = BenchResizeEngine.warm_up
 
-    def recorded(self: BenchResizeEngine, rgb, opts, progress):  # type: ignore[no-untyped-def]
+    def recorded(self: BenchResizeEngine, rgb, opts):  # type: ignore[no-untyped-def]
         runs.append((threading.current_thread().name, opts.quality, rgb.shape))
-        return enhance(self, rgb, opts, progress)
+        time.sleep(0.3)  # the warm-up call takes a moment: seen from the loop
+        return warm_up(self, rgb, opts)
 
-    monkeypatch.setattr(BenchResizeEngine, "enhance", recorded)
+    monkeypatch.setattr(BenchResizeEngine, "warm_up", recorded)
     bus = Bus()
     w = worker(bus, ["bench-resize"], tmp_path, slots=2)
     ticks = 0
@@ -128,10 +129,10 @@ async def test_an_engine_that_fails_to_start_is_left_out_and_the_others_serve(
 
 async def test_a_worker_whose_engines_all_fail_does_not_start(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def broken(self, rgb, opts, progress):  # type: ignore[no-untyped-def]
+    def broken(self, rgb, opts):  # type: ignore[no-untyped-def]
         raise RuntimeError("CUDA error: an illegal memory access was encountered")
 
-    monkeypatch.setattr(BenchResizeEngine, "enhance", broken)
+    monkeypatch.setattr(BenchResizeEngine, "warm_up", broken)
     bus = Bus()
     w = worker(bus, ["bench-resize"], tmp_path)
     with pytest.raises(EngineError, match="No engine could start: bench-resize: CUDA error"):
@@ -147,3 +148,16 @@ def test_the_warm_up_runs_each_model_once(engine_model_dir: Path) -> None:
     assert sorted(levels[o.quality][0] for o in jobs) == sorted({model for model, _ in levels.values()})
     assert {o.quality for o in jobs} <= set(QUALITIES) and {o.scale for o in jobs} == {4}
     assert len(warm_up_jobs("gfpgan", engine_model_dir)) == len(warm_up_jobs("bench-resize", engine_model_dir)) == 1
+
+
+async def test_the_benchmark_engines_simulated_job_time_is_not_spent_warming_up(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """BENCH_ENGINE_DELAY stands for a model's time per job; a worker's start-up run is not a job."""
+    monkeypatch.setenv("BENCH_ENGINE_DELAY", "60")
+    slept: list[float] = []
+    monkeypatch.setattr(bench_resize.time, "sleep", slept.append)
+    w = worker(Bus(), ["bench-resize"], tmp_path)
+    assert await w.warm_up() == ["bench-resize"]
+    assert slept == []
+    w._all_slots[0]._engines["bench-resize"].enhance(WARM_UP_PHOTO, EnhanceOptions(), lambda *a: None)
+    assert slept == [60.0]  # a job does wait

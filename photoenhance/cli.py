@@ -103,7 +103,8 @@ def _enhance(args: argparse.Namespace) -> int:
 
     return enhance_files(args.files, out_dir=Path(args.out), server=args.server, scale=args.scale,
                          quality=args.quality, tile_size=args.tile_size, face_enhance=args.face_enhance,
-                         parallel=args.parallel, face_strength=args.face_strength)
+                         parallel=args.parallel, face_strength=args.face_strength,
+                         output_format=args.output_format, output_quality=args.output_quality)
 
 
 def _servers(args: argparse.Namespace) -> int:
@@ -212,11 +213,15 @@ def parser() -> argparse.ArgumentParser:
     en.add_argument("--out", required=True, help="folder for the results")
     en.add_argument("--server", default=os.environ.get("PHOTOENHANCE_URL", "http://127.0.0.1:8000"))
     en.add_argument("--scale", type=int, choices=(2, 4), default=4)
-    en.add_argument("--quality", choices=("fast", "medium", "high"), default="high")
+    en.add_argument("--quality", choices=("fast", "medium", "high"),
+                    help="default: the service's (fast where every enhancer is a CPU, else high)")
     en.add_argument("--tile-size", type=int, default=400)
     en.add_argument("--face-enhance", choices=("auto", "true", "false"), default="auto")
     en.add_argument("--face-strength", type=float, help="0 (the original face) to 1 (fully restored); "
                                                         "default: the service's (0.7)")
+    en.add_argument("--output-format", choices=("auto", "jpeg", "png", "webp", "avif"),
+                    help="the results' format (default auto: PNG stays PNG, else JPEG)")
+    en.add_argument("--output-quality", type=int, help="1-100 for jpeg, webp and avif (default 92)")
     en.add_argument("--parallel", type=int, default=4, help="photos in flight at once (default 4)")
     en.set_defaults(func=_enhance)
 

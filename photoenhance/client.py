@@ -96,9 +96,10 @@ async def _run(files: list[Path], out_dir: Path, server: str, params: dict[str, 
     return 1 if failures else 0
 
 
-def enhance_files(files: list[str], *, out_dir: Path, server: str, scale: int = 4, quality: str = "high",
+def enhance_files(files: list[str], *, out_dir: Path, server: str, scale: int = 4, quality: str | None = None,
                   tile_size: int = 400, face_enhance: str = "auto", parallel: int = 4,
-                  face_strength: float | None = None) -> int:
+                  face_strength: float | None = None, output_format: str | None = None,
+                  output_quality: int | None = None) -> int:
     """Enhance ``files`` into ``out_dir``; exit code 0 when every photo succeeded."""
     paths = [Path(f) for f in files]
     missing = [p for p in paths if not p.is_file()]
@@ -106,8 +107,9 @@ def enhance_files(files: list[str], *, out_dir: Path, server: str, scale: int = 
         print(f"not a file: {', '.join(map(str, missing))}", file=sys.stderr)
         return 2
     out_dir.mkdir(parents=True, exist_ok=True)
-    params = {"scale": str(scale), "quality_level": quality, "tile_size": str(tile_size),
-              "face_enhance": face_enhance}
-    if face_strength is not None:
-        params["face_strength"] = str(face_strength)
+    params = {"scale": str(scale), "tile_size": str(tile_size), "face_enhance": face_enhance}
+    # What is not given is the service's choice (its default quality suits its fleet: fast on CPUs).
+    given = {"quality_level": quality, "face_strength": face_strength, "output_format": output_format,
+             "output_quality": output_quality}
+    params |= {name: str(value) for name, value in given.items() if value is not None}
     return asyncio.run(_run(paths, out_dir, server.rstrip("/"), params, parallel))

@@ -37,3 +37,13 @@ def test_cli_reports_a_refused_file_and_goes_on(stack: Stack, tmp_path: Path) ->
     assert done.returncode == 1
     assert "bad.jpg: HTTP 400: The file is not an image we can read." in done.stderr
     assert (out / "good_enhanced.jpg").exists() and not (out / "bad_enhanced.jpg").exists()
+
+
+def test_cli_writes_the_format_asked(stack: Stack, tmp_path: Path) -> None:
+    (tmp_path / "cat.jpg").write_bytes(encode(photo("chelsea", size=(40, 30))))
+    out = tmp_path / "out"
+    done = run_cli(stack, str(tmp_path / "cat.jpg"), "--out", str(out), "--scale", "2", "--quality", "fast",
+                   "--output-format", "webp", "--output-quality", "80")
+    assert done.returncode == 0, done.stderr
+    with Image.open(out / "cat_enhanced.webp") as img:
+        assert img.format == "WEBP" and img.size == (80, 60)

@@ -68,7 +68,7 @@ test: system-test install web
 	$(BIN)/ruff check .
 	cd web && $(NPM) run lint --silent
 	cd web && $(NPM) test --silent
-	MODELS_FETCH=off $(BIN)/python -m pytest
+	$(BIN)/python -m pytest
 
 lint: install
 	$(BIN)/ruff check .

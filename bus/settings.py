@@ -43,6 +43,19 @@ def env_float(name: str, default: float) -> float:
         raise SettingsError(f"{name} must be a number, got {raw!r}") from e
 
 
+def env_switch(name: str, default: bool) -> bool:
+    """An on/off setting: on/true/yes/1 or off/false/no/0 (any case); anything else is refused at start-up."""
+    raw = env(name)
+    if raw is None:
+        return default
+    word = raw.strip().lower()
+    if word in ("on", "true", "yes", "1"):
+        return True
+    if word in ("off", "false", "no", "0"):
+        return False
+    raise SettingsError(f"{name} must be on or off, got {raw[:20]!r}")
+
+
 def env_secret(name: str) -> str | None:
     """``NAME`` or the contents of the file ``NAME_FILE`` (trailing newline stripped)."""
     value = env(name)

@@ -37,8 +37,9 @@ async def serve(settings: EnhancerSettings, stop: asyncio.Event) -> int:
     """Run until ``stop`` is set, then drain: finish held jobs, take no new ones, leave the bus.
     Returns how many jobs were handed back unfinished (their engine threads may still be running)."""
     device = pick_device(settings.device)
-    settings = settings.for_device(device)  # "auto" concurrency and prefetch, now that the device is known
     engines = [settings.engine_override] if settings.engine_override else available_engines(settings.model_dir)
+    # "auto" concurrency (from the GPU's memory and what these engines need) and prefetch, now the device is known.
+    settings = settings.for_device(device, engines)
     settings.model_dir.mkdir(parents=True, exist_ok=True)
     metrics.serve(settings.metrics_port, settings.metrics_host)
     async with AsyncExitStack() as stack:

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from bus.output_size import DEFAULT_MAX_OUTPUT_PIXELS
-from bus.settings import NatsSettings, S3Settings, SettingsError, TaskSettings, env, env_float, env_int
+from bus.settings import NatsSettings, S3Settings, SettingsError, TaskSettings, env, env_float, env_int, env_switch
 
-from .engines.registry import benchmark_engines
+from . import slots
+from .engines.registry import COMPILE_MODES, benchmark_engines
 
 DEFAULT_MODEL_DIR = Path(os.path.expanduser("~/.cache/photoenhance/models"))
 
@@ -23,12 +25,21 @@ class EnhancerSettings:
     tasks: TaskSettings
     #: Where weights live (GFPGANv1.4.pth, RetinaFace) and where converted Real-ESRGAN weights are cached.
     model_dir: Path = DEFAULT_MODEL_DIR
-    #: Jobs this worker runs at once; each has its own model instance and thread. None: "auto", which is 4 on
-    #: CUDA (one Python process keeps about four engine threads' worth of GPU busy) and 1 on CPU, where one
-    #: job's model already uses every core. ``ENHANCER_CONCURRENCY=auto|N``.
+    #: Jobs this worker runs at once; each has its own model instance and thread. None: "auto", which on CUDA is
+    #: as many as the GPU's free memory holds, at most 4 (one Python process keeps about four engine threads'
+    #: worth of GPU busy; ``enhancer.slots``), and 1 on CPU, where one job's model already uses every core.
+    #: ``ENHANCER_CONCURRENCY=auto|N``.
     concurrency: int | None = None
     #: "auto" (CUDA when present), "cpu", "cuda" or "cuda:N".
     device: str = "auto"
+    #: Compile the networks (``enhancer.engines.compiled``): "auto" (on CUDA only: TensorRT when it imports, else
+    #: torch.compile), "off", "torch", "tensorrt" or "openvino" (CPU only); eager PyTorch whenever compiling fails.
+    #: ``ENHANCER_COMPILE``.
+    compile: str = "auto"
+    #: Load every engine and run it once before joining the bus (``Worker.warm_up``), so "healthy" means ready.
+    #: ``ENHANCER_WARM_UP=off`` joins in about a second and lets each model's first job pay its loading (seconds):
+    #: for stacks started and stopped all the time (the test suite starts dozens), never for serving people.
+    warm_up: bool = True
     #: Largest input accepted, in pixels (the edge checks too; this protects the worker).
     max_input_pixels: int = 20_000_000
     #: Largest result made, in pixels (the edge's limit, when the job carries a smaller one, wins): a larger one
@@ -60,10 +71,13 @@ class EnhancerSettings:
     metrics_port: int = 0
     metrics_host: str = "0.0.0.0"
 
-    def for_device(self, device: Any) -> EnhancerSettings:
-        """These settings with every "auto" resolved for ``device`` (a ``torch.device``)."""
+    def for_device(self, device: Any, engines: Iterable[str] = (), *,
+                   memory: tuple[int, int] | None = None) -> EnhancerSettings:
+        """These settings with every "auto" resolved for ``device`` (a ``torch.device``), for a worker running
+        ``engines`` (none named: the largest); ``memory``: the GPU's (free, total) bytes, read when not given."""
         cuda = getattr(device, "type", str(device)) == "cuda"
-        return replace(self, concurrency=self.concurrency or (4 if cuda else 1),
+        concurrency = self.concurrency or (slots.auto_slots(device, engines, memory) if cuda else 1)
+        return replace(self, concurrency=concurrency,
                        prefetch=(1 if cuda else 0) if self.prefetch is None else self.prefetch,
                        job_deadline=self.job_deadline or (600.0 if cuda else 7200.0))
 
@@ -76,6 +90,8 @@ class EnhancerSettings:
             raise SettingsError("MAX_OUTPUT_MEGAPIXELS must be positive")
         if self.engine_override is not None and self.engine_override not in benchmark_engines():
             raise SettingsError(f"ENHANCER_ENGINE may only name a benchmark engine: {', '.join(benchmark_engines())}")
+        if self.compile not in COMPILE_MODES:
+            raise SettingsError(f"ENHANCER_COMPILE must be one of {', '.join(COMPILE_MODES)}")
         if self.prefetch not in (None, 0, 1):
             raise SettingsError("ENHANCER_PREFETCH must be auto, 0 or 1")
         if self.drain_timeout <= 0:
@@ -97,6 +113,8 @@ class EnhancerSettings:
             model_dir=Path(env("MODEL_DIR", str(DEFAULT_MODEL_DIR)) or DEFAULT_MODEL_DIR).expanduser(),
             concurrency=_auto_int("ENHANCER_CONCURRENCY"),
             device=env("ENHANCER_DEVICE", "auto") or "auto",
+            compile=(env("ENHANCER_COMPILE", "auto") or "auto").strip().lower(),
+            warm_up=env_switch("ENHANCER_WARM_UP", True),
             max_input_pixels=int(env_float("MAX_INPUT_MEGAPIXELS", 20.0) * 1_000_000),
             max_output_pixels=int(env_float("MAX_OUTPUT_MEGAPIXELS", DEFAULT_MAX_OUTPUT_PIXELS / 1e6) * 1_000_000),
             max_faces=env_int("ENHANCER_MAX_FACES", 10),

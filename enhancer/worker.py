@@ -209,7 +209,7 @@ class Slot:
             # Real-ESRGAN): one copy of their weights per slot.
             needs = {dependency: self.engine(dependency) for dependency in get(name).needs}
             self._engines[name] = create_engine(name, self._settings.model_dir, self._device, needs=needs,
-                                                max_faces=self._settings.max_faces)
+                                                max_faces=self._settings.max_faces, compile=self._settings.compile)
         return self._engines[name]
 
     def warm_up(self, names: Iterable[str]) -> dict[str, float | Exception]:
@@ -361,6 +361,11 @@ class Worker:
         can run (any slot may be given any job it pulls). With no engine left it fails fast (:class:`EngineError`):
         a worker that can do nothing must not join, and the exit shows in its supervisor.
         """
+        if not self.settings.warm_up:  # ENHANCER_WARM_UP=off: each engine is built by its first job instead
+            self.warmed = True
+            log.info("worker %s: warm-up off (ENHANCER_WARM_UP=off): engines load on their first job",
+                     self.settings.worker_id)
+            return list(self.engines)
         loop = asyncio.get_running_loop()
         began = time.perf_counter()
         names = sorted(self.engines, key=list(REGISTRY).index)  # those others build on first

@@ -922,7 +922,7 @@ def test_enhancer_has_gpu_reservation(config):
     ), devices
     env = environment(enhancer)
     assert env["MODEL_DIR"] == "/models"
-    assert env["ENHANCER_CONCURRENCY"] == "auto"  # 4 jobs on a GPU, 1 on a CPU
+    assert env["ENHANCER_CONCURRENCY"] == "auto"  # what the GPU's memory holds (at most 4), 1 on a CPU
     assert env["ENHANCER_DEVICE"] == "auto"
     assert any(v.endswith(":/models") for v in enhancer["volumes"])
     assert "ports" not in enhancer

@@ -61,15 +61,17 @@ def use_own_cuda_stream(device: torch.device | str) -> None:
 
 def create_engine(
     name: str, model_dir: Path, device: torch.device | str, *, needs: Mapping[str, Engine] | None = None,
-    max_faces: int = 10,
+    max_faces: int = 10, compile: str = "off",
 ) -> Engine:
     """Build engine ``name`` of the registry; one that loads weights does so now (fails early).
 
     ``needs``: engines it builds on (its spec's ``needs``), already built, to share instead of loading its own.
+    ``compile``: ``ENHANCER_COMPILE`` (``registry.COMPILE_MODES``), for the engines that compile their networks.
     """
     spec = get(name)
     _limit_cpu_threads()
-    return spec.build(BuildContext(Path(model_dir), device, max_faces=max_faces, needs=dict(needs or {})))
+    return spec.build(BuildContext(Path(model_dir), device, max_faces=max_faces, needs=dict(needs or {}),
+                                   compile=compile))
 
 
 def _limit_cpu_threads() -> None:

@@ -11,6 +11,7 @@ down to 64-pixel tiles, and then fails with an :class:`EngineError`.
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 from pathlib import Path
@@ -22,6 +23,7 @@ import torch.nn.functional as F
 
 from bus import texts
 from enhancer import weights
+from enhancer.engines import compiled
 from enhancer.engines._memory import SimulatedOOM, is_oom, release
 from enhancer.engines.base import EngineError, EngineResult, EnhanceOptions, Progress
 from enhancer.engines.registry import REALESRGAN
@@ -40,6 +42,11 @@ class _EvenInput(torch.nn.Module):
     def __init__(self, net: torch.nn.Module, scale: int) -> None:
         super().__init__()
         self.net, self.scale = net, scale
+
+    @property
+    def fixed_input(self) -> tuple[int, int] | None:
+        """The wrapped compiled net's (``tiling.upscale_tiled`` grows edge tiles to it); None for an eager one."""
+        return getattr(self.net, "fixed_input", None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
@@ -74,6 +81,8 @@ class RealESRGANEngine:
         half: bool | None = None,
         channels_last: bool | None = None,
         tile_pad: int = TILE_PAD,
+        compile: str = "off",
+        compile_tile: int = EnhanceOptions().tile_size,
     ) -> None:
         self.model_dir = Path(model_dir)
         self.tile_pad = tile_pad  # context around each tile; 10 as upstream, more costs time but hides seams
@@ -82,6 +91,11 @@ class RealESRGANEngine:
         #: NHWC on CUDA: cuDNN's fp16 tensor-core convolutions work in NHWC, so an NCHW net pays two
         #: transposes per convolution; the NHWC output is also already the HxWx3 layout the host wants.
         self.channels_last = self.device.type == "cuda" if channels_last is None else channels_last
+        #: ``ENHANCER_COMPILE`` resolved for the device (``compiled.resolve``): off, torch, tensorrt or openvino.
+        #: Each model is compiled for ``compile_tile``-pixel tiles (the service's default) with their padding, once,
+        #: at load (OpenVINO's then takes any size).
+        self.compile = compiled.resolve(compile, self.device)
+        self.compile_tile = compile_tile
         self._models: dict[tuple[str, torch.dtype], torch.nn.Module] = {}
         self._lock = threading.Lock()
         #: Test hook: raise a (simulated) OOM for any tile whose edge exceeds this many input pixels.
@@ -102,11 +116,17 @@ class RealESRGANEngine:
                     log.error("loading %s from %s failed (not a valid checkpoint: %s); delete the file and run "
                               "`photoenhance models fetch`", spec.name, self.model_dir, exc)
                     raise EngineError(texts.TASK_MODEL_UNUSABLE(model=spec.name)) from exc
-                if spec.scale == 2:
-                    net = _EvenInput(net, spec.scale)
                 net.requires_grad_(False).eval()
+                # The compiled net's accuracy is checked against eager fp32: keep an fp32 copy until then.
+                reference = copy.deepcopy(net) if self.compile != "off" and dtype != torch.float32 else None
                 layout = torch.channels_last if self.channels_last else torch.contiguous_format
-                self._models[key] = net.to(device=self.device, dtype=dtype, memory_format=layout)
+                net = net.to(device=self.device, dtype=dtype, memory_format=layout)
+                net = compiled.compile_net(
+                    net, name=spec.name, mode=self.compile, device=self.device, dtype=dtype,
+                    edge=self.compile_tile + 2 * self.tile_pad, layout=layout, reference=reference,
+                    cache_root=self.model_dir / "compiled")
+                # Around the compiled net, not inside it: a traced graph keeps only the branch its example took.
+                self._models[key] = _EvenInput(net, spec.scale) if spec.scale == 2 else net
             return self._models[key]
 
     def enhance(self, rgb: np.ndarray, opts: EnhanceOptions, progress: Progress) -> EngineResult:

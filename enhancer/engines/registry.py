@@ -23,6 +23,9 @@ from .base import Engine, EngineError
 
 #: GFPGAN v1.4's checkpoint in ``MODEL_DIR`` (``photoenhance models fetch`` puts it there).
 GFPGAN_WEIGHTS = "GFPGANv1.4.pth"
+#: ``ENHANCER_COMPILE``: auto compiles on CUDA only (TensorRT when it imports, else torch.compile); openvino
+#: (CPU only) is asked for by name; see ``enhancer.engines.compiled``.
+COMPILE_MODES = ("auto", "off", "torch", "tensorrt", "openvino")
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,8 @@ class BuildContext:
     max_faces: int = 10
     #: The engines named in the spec's ``needs``, by name: shared with the slot, loaded once.
     needs: Mapping[str, Engine] = field(default_factory=dict)
+    #: One of :data:`COMPILE_MODES` (``ENHANCER_COMPILE``); off unless the service's settings say otherwise.
+    compile: str = "off"
 
 
 @dataclass(frozen=True)
@@ -57,6 +62,9 @@ class EngineSpec:
     needs: tuple[str, ...] = ()
     #: Never chosen from the weights on disk; only when ``ENHANCER_ENGINE`` names it (benchmarks).
     benchmark_only: bool = False
+    #: Estimated device memory one slot's instance needs at its peak, beside the engines it builds on
+    #: (``enhancer.slots`` argues the figures; ``ENHANCER_CONCURRENCY=auto`` on CUDA divides the GPU by them).
+    slot_bytes: int = 0
 
     def __post_init__(self) -> None:
         unknown = self.capabilities - set(CAPABILITIES)
@@ -76,7 +84,7 @@ class EngineSpec:
 def _realesrgan(ctx: BuildContext) -> Engine:
     from .realesrgan import RealESRGANEngine
 
-    return RealESRGANEngine(ctx.model_dir, ctx.device)
+    return RealESRGANEngine(ctx.model_dir, ctx.device, compile=ctx.compile)
 
 
 def _gfpgan(ctx: BuildContext) -> Engine:
@@ -96,14 +104,14 @@ def _bench_resize(ctx: BuildContext) -> Engine:
 REALESRGAN = EngineSpec(
     name="realesrgan", models="Real-ESRGAN: realesr-general-x4v3 (fast), RealESRGAN_x2plus (medium), "
                               "RealESRGAN_x4plus (high); see quality_models for what runs here",
-    capabilities=frozenset({UPSCALE}), build=_realesrgan)
+    capabilities=frozenset({UPSCALE}), build=_realesrgan, slot_bytes=int(1.5 * 2**30))
 GFPGAN = EngineSpec(
     name="gfpgan", models="GFPGANv1.4 + RealESRGAN background", capabilities=frozenset({FACES}),
-    build=_gfpgan, weights=(GFPGAN_WEIGHTS,), needs=(REALESRGAN.name,))
+    build=_gfpgan, weights=(GFPGAN_WEIGHTS,), needs=(REALESRGAN.name,), slot_bytes=int(3.5 * 2**30))
 #: A stand-in for every engine (Lanczos resize), so benchmarks measure the service rather than a model.
 BENCH_RESIZE = EngineSpec(
     name="bench-resize", models="lanczos (benchmark only)", capabilities=frozenset(CAPABILITIES),
-    build=_bench_resize, benchmark_only=True)
+    build=_bench_resize, benchmark_only=True, slot_bytes=64 << 20)  # holds no model
 
 #: Every engine, by name, in order of preference: for a capability, the first engine that has it serves it.
 REGISTRY: dict[str, EngineSpec] = {spec.name: spec for spec in (REALESRGAN, GFPGAN, BENCH_RESIZE)}

@@ -53,8 +53,11 @@ def upscale_tiled(
 
     Returns HxWx3 uint8 of (H*scale, W*scale). Errors (including OOM) propagate; nothing is patched over.
     ``channels_last``: feed the net NHWC tensors (the net must have been converted to match).
+    A net with a ``fixed_input`` (height, width), a compiled one, gets the windows of the tiles at the image's
+    edges grown inward to that size (:func:`fixed_window`): more real context, where other nets get less.
     """
     layout = torch.channels_last if channels_last else torch.contiguous_format
+    fixed: tuple[int, int] | None = getattr(model, "fixed_input", None)
     h, w = rgb.shape[:2]
     out = np.empty((h * scale, w * scale, 3), np.uint8)
     regions = tile_grid(h, w, tile)
@@ -62,6 +65,10 @@ def upscale_tiled(
         if check_tile is not None:
             check_tile(y1 - y0, x1 - x0)
         py0, py1, px0, px1 = max(y0 - pad, 0), min(y1 + pad, h), max(x0 - pad, 0), min(x1 + pad, w)
+        if fixed is not None:
+            rows, cols = fixed_window(py0, py1, h, fixed[0]), fixed_window(px0, px1, w, fixed[1])
+            if rows is not None and cols is not None:
+                (py0, py1), (px0, px1) = rows, cols
         region = np.ascontiguousarray(rgb[py0:py1, px0:px1])
         if not region.flags.writeable:  # torch warns about read-only arrays (a photo decoded from bytes can be)
             region = region.copy()
@@ -79,3 +86,19 @@ def upscale_tiled(
         del x, y, core
         progress("upscaling", k, len(regions))
     return out
+
+
+def fixed_window(start: int, end: int, size: int, fixed: int) -> tuple[int, int] | None:
+    """The tile window ``[start, end)`` of an image ``size`` pixels long, grown to ``fixed`` pixels inward from
+    the image's edge it touches, so a net with a fixed input size (a compiled one) sees only real pixels there;
+    None when it cannot be: an image shorter than ``fixed``, or a short window away from the image's edges
+    (a tile size other than the one compiled for)."""
+    if end - start == fixed:
+        return start, end
+    if end - start > fixed or size < fixed:
+        return None
+    if start == 0:
+        return 0, fixed
+    if end == size:
+        return size - fixed, size
+    return None

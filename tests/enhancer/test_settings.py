@@ -10,6 +10,7 @@ from bus.settings import SettingsError
 from enhancer.settings import EnhancerSettings
 
 CUDA, CPU = torch.device("cuda"), torch.device("cpu")
+H200 = (139 << 30, 140 << 30)  # (free, total) bytes: room for every slot a process runs (enhancer.slots)
 
 
 @pytest.fixture
@@ -21,7 +22,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
 
 def test_unset_means_four_jobs_with_prefetch_on_a_gpu_and_one_without_on_a_cpu(clean_env) -> None:
     settings = EnhancerSettings.from_env()
-    gpu, cpu = settings.for_device(CUDA), settings.for_device(CPU)
+    gpu, cpu = settings.for_device(CUDA, memory=H200), settings.for_device(CPU)
     assert (gpu.concurrency, gpu.prefetch) == (4, 1)
     assert (cpu.concurrency, cpu.prefetch) == (1, 0)
 
@@ -36,7 +37,7 @@ def test_explicit_values_win_over_auto_on_any_device(clean_env, device: torch.de
 
 def test_auto_spelled_out_is_the_default(clean_env) -> None:
     clean_env.setenv("ENHANCER_CONCURRENCY", " Auto ")
-    assert EnhancerSettings.from_env().for_device(CUDA).concurrency == 4
+    assert EnhancerSettings.from_env().for_device(CUDA, memory=H200).concurrency == 4
 
 
 @pytest.mark.parametrize(("raw", "message"), [("0", "at least 1"), ("four", "auto or a whole number")])

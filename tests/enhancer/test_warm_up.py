@@ -21,7 +21,7 @@ import pytest
 from bus import subjects
 from bus.capabilities import UPSCALE
 from bus.schemas import QUALITIES, EnhanceOptions
-from bus.settings import NatsSettings, S3Settings, TaskSettings
+from bus.settings import NatsSettings, S3Settings, SettingsError, TaskSettings
 from enhancer.engines import EngineError, bench_resize
 from enhancer.engines.bench_resize import BenchResizeEngine
 from enhancer.engines.realesrgan import RealESRGANEngine
@@ -60,9 +60,9 @@ class Bus:
         pass
 
 
-def worker(bus: Bus, engines: list[str], model_dir: Path, *, slots: int = 1) -> Worker:
+def worker(bus: Bus, engines: list[str], model_dir: Path, *, slots: int = 1, warm_up: bool = True) -> Worker:
     settings = EnhancerSettings(nats=NatsSettings(), s3=S3Settings(), tasks=TaskSettings(), model_dir=model_dir,
-                                concurrency=slots, worker_id="warm-worker").for_device("cpu")
+                                concurrency=slots, worker_id="warm-worker", warm_up=warm_up).for_device("cpu")
     bus.worker = Worker(settings, bus, None, None, device="cpu", engines=engines)  # type: ignore[arg-type]
     return bus.worker
 
@@ -102,6 +102,26 @@ async def test_every_slot_runs_its_engine_before_the_first_pull_and_the_loop_sta
     assert sorted(thread.rsplit("_", 1)[0] for thread, _, _ in runs) == ["engine-0", "engine-1"]
     assert {shape for _, _, shape in runs} == {WARM_UP_PHOTO.shape}
     assert ticks >= 5, "the event loop was blocked during the warm-up"
+
+
+async def test_with_warm_up_off_the_worker_pulls_at_once_and_the_first_job_builds_its_engine(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ENHANCER_WARM_UP=off (test stacks): nothing is built or run before the first pull."""
+    monkeypatch.setenv("ENHANCER_WARM_UP", "off")
+    assert EnhancerSettings.from_env().warm_up is False
+    bus = Bus()
+    w = worker(bus, ["bench-resize"], tmp_path, warm_up=False)
+    await asyncio.wait_for(w.run(bus.stop), 30)
+    assert w.warmed and w.engines == ["bench-resize"]
+    assert bus.calls[-1][0] == "fetch" and all(slots == {0: []} for _, slots in bus.calls)  # built by a job instead
+    assert isinstance(w._all_slots[0].engine("bench-resize"), BenchResizeEngine)
+
+
+@pytest.mark.parametrize("value", ["maybe", "2"])
+def test_a_warm_up_setting_that_is_neither_on_nor_off_is_refused(value: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ENHANCER_WARM_UP", value)
+    with pytest.raises(SettingsError, match="ENHANCER_WARM_UP must be on or off"):
+        EnhancerSettings.from_env()
 
 
 async def test_an_engine_that_fails_to_start_is_left_out_and_the_others_serve(

@@ -1,0 +1,75 @@
+"""How many slots ``ENHANCER_CONCURRENCY=auto`` gives a GPU worker, from the card's memory (``enhancer.slots``).
+
+The expected figures follow from the per-slot estimates in ``enhancer/slots.py`` (1.5 GiB for Real-ESRGAN,
+3.5 GiB more with GFPGAN, 1 GiB per process, 90 % of the card): when a GPU run measures other footprints,
+those constants change and so do these figures.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from enhancer import slots
+from enhancer.engines.registry import REGISTRY
+from enhancer.settings import EnhancerSettings
+
+GiB = 1 << 30
+FACES = ["realesrgan", "gfpgan"]
+UPSCALE = ["realesrgan"]
+#: Total memory as torch reports it for common cards; free memory at start is about 0.5 GiB less.
+CARDS = {"H200 141 GB": 139.8, "H100/A100 80 GB": 79.1, "RTX 4090 24 GB": 23.6, "RTX 4080 16 GB": 15.7,
+         "RTX 3070 8 GB": 7.8, "GTX 1650 4 GB": 3.8}
+
+
+def plan(card: str, engines: list[str], used: float = 0.5) -> slots.SlotPlan:
+    total = int(CARDS[card] * GiB)
+    return slots.slots_for(total, total - int(used * GiB), slots.slot_bytes(engines))
+
+
+@pytest.mark.parametrize(("card", "faces", "upscale"), [
+    ("H200 141 GB", (4, 3), (4, 3)),  # (slots in this process, processes the GPU could take)
+    ("H100/A100 80 GB", (4, 3), (4, 3)),
+    ("RTX 4090 24 GB", (4, 1), (4, 3)),
+    ("RTX 4080 16 GB", (2, 1), (4, 2)),
+    ("RTX 3070 8 GB", (1, 1), (4, 1)),
+    ("GTX 1650 4 GB", (1, 1), (1, 1)),
+])
+def test_slots_and_processes_per_card(card: str, faces: tuple[int, int], upscale: tuple[int, int]) -> None:
+    """Big cards are capped by compute (4 slots a process, 12 a GPU), small ones by memory."""
+    got_faces, got_upscale = plan(card, FACES), plan(card, UPSCALE)
+    assert (got_faces.slots, got_faces.processes) == faces
+    assert (got_upscale.slots, got_upscale.processes) == upscale
+
+
+def test_a_card_too_small_for_one_slot_still_runs_one() -> None:
+    """The engines shrink tiles and face batches when memory runs out, so one slot is still worth running."""
+    got = slots.slots_for(2 * GiB, 2 * GiB, slots.slot_bytes(FACES))
+    assert (got.slots, got.fit, got.processes) == (1, 0, 1)
+
+
+def test_memory_already_taken_by_another_process_is_not_counted_twice() -> None:
+    """A second enhancer on a card the first one already fills gets what is left, not the card's size."""
+    total = int(79.1 * GiB)
+    assert slots.slots_for(total, total - int(67 * GiB), slots.slot_bytes(FACES)).slots == 2  # 12 GiB free
+    assert slots.slots_for(total, int(6 * GiB), slots.slot_bytes(FACES)).slots == 1
+
+
+def test_each_engine_adds_its_footprint_and_an_unknown_one_counts_as_the_largest() -> None:
+    assert slots.slot_bytes(FACES) == REGISTRY["realesrgan"].slot_bytes + REGISTRY["gfpgan"].slot_bytes
+    assert slots.slot_bytes(["bench-resize"]) < slots.slot_bytes(UPSCALE) < slots.slot_bytes(FACES)
+    assert slots.slot_bytes(["codeformer"]) == max(spec.slot_bytes for spec in REGISTRY.values())
+    assert slots.slot_bytes([]) == slots.slot_bytes(FACES)  # engines not known yet: plan for the largest
+
+
+def test_auto_concurrency_follows_the_gpus_memory_and_an_explicit_value_wins(
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("ENHANCER_CONCURRENCY", raising=False)
+    auto = EnhancerSettings.from_env()
+    small = (int(15.2 * GiB), int(15.7 * GiB))  # a 16 GB card, as (free, total)
+    assert auto.for_device(torch.device("cuda"), FACES, memory=small).concurrency == 2
+    assert auto.for_device(torch.device("cuda"), UPSCALE, memory=small).concurrency == 4
+    assert auto.for_device(torch.device("cpu"), FACES, memory=small).concurrency == 1  # a CPU: one job at a time
+    monkeypatch.setenv("ENHANCER_CONCURRENCY", "3")
+    assert EnhancerSettings.from_env().for_device(torch.device("cuda"), FACES, memory=small).concurrency == 3

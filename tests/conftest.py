@@ -50,7 +50,7 @@ def stack(nats_server: EmbeddedNats, s3_server: EmbeddedS3, model_dir: Path,
               extra_env=dict(TEST_ENV))
     try:
         s.start_edge()
-        s.start_enhancer("enhancer-1")
+        s.start_enhancer("enhancer-1", ENHANCER_WARM_UP="on")  # as served: announced once warm
         yield s
     finally:
         s.stop()

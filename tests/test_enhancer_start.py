@@ -2,7 +2,7 @@
 (``Worker.warm_up``) before its presence is written, its micro service registered or a job pulled. Before,
 "healthy" came first and the first job after every start paid for the loading (about 6 s on a GPU).
 
-On a stack of its own (``own_stack``): its enhancer process (Real-ESRGAN), and a second enhancer run here
+On a stack of its own (``own_stack``): an enhancer process (Real-ESRGAN), and a second enhancer run here
 in-process (the benchmark engine, two slots) whose presence, micro service and pulls are watched.
 """
 
@@ -35,15 +35,16 @@ def enhancer_settings(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> E
 
 async def test_an_enhancer_is_announced_once_its_engines_have_run(own_stack: Stack,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    # The stack's own enhancer process: listed healthy (start_enhancer waited for that) after its warm-up.
-    log = own_stack.enhancers[0].log()
+    # An enhancer process as served (the test stacks turn warm-up off): listed healthy (start_enhancer waited for
+    # that) after its warm-up.
+    log = own_stack.start_enhancer("warm-process", ENHANCER_WARM_UP="on").log()
     warmed, ready, taking = (log.find(s) for s in ("engines loaded and warmed up", " ready on ", "taking jobs"))
     assert 0 <= warmed < ready < taking, log[-3000:]
 
     # One in-process, watched.
     settings = enhancer_settings(monkeypatch, own_stack.env(
         "enhancer", "warm-worker", ENHANCER_ID="warm-worker", ENHANCER_ENGINE="bench-resize",
-        ENHANCER_CONCURRENCY="2", ENHANCER_DEVICE="cpu"))
+        ENHANCER_CONCURRENCY="2", ENHANCER_DEVICE="cpu", ENHANCER_WARM_UP="on"))
     stop = asyncio.Event()
     workers: list[Worker] = []
     #: (what happened, whether the worker had warmed up, each slot's engines then), in order.

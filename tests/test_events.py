@@ -40,7 +40,7 @@ def idle_queue(http: httpx.Client) -> None:
 def test_waiting_tasks_know_their_place_can_be_cancelled_and_are_never_run(http: httpx.Client) -> None:
     idle_queue(http)
     # The one enhancer slot is taken by a real x4plus job long enough to line two tasks up behind it.
-    busy = submit(http, encode(photo("chelsea", size=(96, 96)), quality=90), "busy.jpg",
+    busy = submit(http, encode(photo("chelsea", size=(64, 64)), quality=90), "busy.jpg",
                   quality_level="high", tile_size="32", face_enhance="false")
     wait_until(lambda: http.get(f"/api/v1/status/{busy}").json()["status"] == "processing", 60,
                "the first task to start")

@@ -112,12 +112,13 @@ def test_back_pressure_429_when_every_worker_is_busy(stack: Stack, tmp_path: Pat
         small.start_enhancer("lonely")
         try:
             with httpx.Client(base_url=small.url, timeout=30) as http:
-                slow = encode(photo("coffee", size=(96, 96)))
+                # One job on the engine for seconds (x4plus in small tiles), then two quick ones waiting.
+                slow, quick = encode(photo("coffee", size=(64, 64))), encode(photo("coffee", size=(16, 16)))
                 first = submit(http, slow, "1.jpg", tile_size="32", quality_level="high")
                 wait_until(lambda: http.get(f"/api/v1/status/{first}").json()["status"] == "processing", 60,
                            "the first job to start")
-                queued = [submit(http, slow, f"{i}.jpg", tile_size="32", quality_level="high") for i in (2, 3)]
-                r = http.post("/api/v1/enhance", files={"file": ("4.jpg", slow, "image/jpeg")})
+                queued = [submit(http, quick, f"{i}.jpg", scale="2", quality_level="fast") for i in (2, 3)]
+                r = http.post("/api/v1/enhance", files={"file": ("4.jpg", quick, "image/jpeg")})
                 assert r.status_code == 429, r.text
                 assert int(r.headers["retry-after"]) > 0
                 assert "busy" in r.json()["error"] and "2 photos are already waiting" in r.json()["error"]

@@ -14,12 +14,12 @@ from bus.schemas import TaskEvent
 
 from .support import Stack, completed_facts, encode, finish, photo, submit, wait_until
 
-#: x4plus on 9 tiles: long enough on 2 CPU cores to act in the middle of it.
+#: x4plus on 4 tiles: seconds on 2 CPU cores, long enough to act in the middle of it.
 SLOW = {"tile_size": "32", "quality_level": "high"}
 
 
 def slow_photo() -> bytes:
-    return encode(photo("coffee", size=(96, 96)))
+    return encode(photo("coffee", size=(64, 64)))
 
 
 def wait_processing(http: httpx.Client, task_id: str) -> None:

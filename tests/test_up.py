@@ -42,7 +42,8 @@ def up(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Iterator[Up
     tmp_path = tmp_path_factory.mktemp("up")
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("NATS_", "S3_"))}
-    env |= {"MODEL_DIR": str(model_dir), "PYTHONUNBUFFERED": "1", "ENHANCER_HEARTBEAT": "1"}
+    # Warm-up off, as on every test stack (tests/support TEST_ENV): tests/test_enhancer_start.py checks it.
+    env |= {"MODEL_DIR": str(model_dir), "PYTHONUNBUFFERED": "1", "ENHANCER_HEARTBEAT": "1", "ENHANCER_WARM_UP": "off"}
     log = (tmp_path / "up.log").open("wb")
     proc = subprocess.Popen([sys.executable, "-m", "photoenhance", "up", "--port", str(port),
                              "--data-dir", str(tmp_path / "var")], cwd=ROOT, env=env, stdout=log,
@@ -106,7 +107,7 @@ def test_a_gpu_host_joins_with_its_env_file_and_is_cut_off_by_revoke(up: Up, tmp
         worker = subprocess.Popen([sys.executable, "-m", "photoenhance", "enhancer", "--env-file", "gpu-2.env"],
                                   cwd=host, stdout=log, stderr=subprocess.STDOUT,
                                   env={**clean, "MODEL_DIR": str(model_dir), "ENHANCER_HEARTBEAT": "1",
-                                       "PYTHONUNBUFFERED": "1"})
+                                       "ENHANCER_WARM_UP": "off", "PYTHONUNBUFFERED": "1"})
     try:
         wait_until(lambda: (_listed(up.url, "gpu-2") or {}).get("status") == "healthy", 120,
                    f"gpu-2 to join ({log_path.read_text()[-2000:]})")

@@ -4,7 +4,7 @@ one is stopped at its next tile; one stuck in a single call keeps its thread, an
 until that call returns, and a worker stopping meanwhile does not wait for it.
 
 A real worker driven in-process (so the test can see its slots) on servers of its own, with genuinely
-slow real jobs: Real-ESRGAN x4plus on a 160×160 photo on the CPU takes seconds (several on two cores),
+slow real jobs: Real-ESRGAN x4plus on a 96×96 photo on the CPU takes seconds (about four on two cores),
 against a half-second deadline.
 """
 
@@ -32,7 +32,9 @@ from photoenhance.servers import EmbeddedNats, EmbeddedS3
 
 from ..support import TEST_ENV, Stack, encode, photo
 
-SIZE = 160
+SIZE = 96
+#: The photo's 32-pixel tiles (a tiled job reports each).
+TILES = ((SIZE + 31) // 32) ** 2
 T = TypeVar("T")
 
 
@@ -93,7 +95,8 @@ async def run_slow_job(servers: Stack, monkeypatch: pytest.MonkeyPatch, tile_siz
     cpu = torch.device("cpu")
     settings = from_env(monkeypatch, servers.env(
         "enhancer", "deadline-worker", ENHANCER_ID="deadline-worker", ENHANCER_JOB_DEADLINE="0.5",
-        TASK_MAX_ATTEMPTS="2", ENHANCER_CONCURRENCY="1", ENHANCER_PREFETCH=str(prefetch)),
+        TASK_MAX_ATTEMPTS="2", ENHANCER_CONCURRENCY="1", ENHANCER_PREFETCH=str(prefetch),
+        ENHANCER_WARM_UP="on"),  # the deadline is for the job alone, not the model loading
         EnhancerSettings).for_device(cpu)
     edge_settings = from_env(monkeypatch, servers.env("edge"), EdgeSettings)
 
@@ -174,12 +177,12 @@ async def test_a_job_stuck_in_one_engine_call_is_given_up_and_its_slot_rests_unt
 
 async def test_a_tiled_job_past_its_deadline_stops_at_its_next_tile(
         servers: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
-    run = await run_slow_job(servers, monkeypatch, tile_size=32)  # 25 tiles, each reported
+    run = await run_slow_job(servers, monkeypatch, tile_size=32)  # TILES tiles, each reported
     assert_handed_back_then_failed(run)
     await until_slots_return(run.worker)
     tiles = [m for m in run.progress if m.startswith("Upscaling tile")]
-    # Run to their end, the two attempts would have reported 2 × 25 tiles.
-    assert len(tiles) < 25, f"the engine went on after its job was given up: {tiles}"
+    # Run to their end, the two attempts would have reported 2 × TILES tiles.
+    assert len(tiles) < TILES, f"the engine went on after its job was given up: {tiles}"
     # Nothing the given-up attempt reported late reached the record of the job back in the queue.
     back = next(i for i, r in enumerate(run.records) if r.status == QUEUED and r.attempts == 1)
     again = next(i for i, r in enumerate(run.records) if r.status == PROCESSING and r.attempts == 2)

@@ -187,11 +187,20 @@ class Spoiled(torch.nn.Module):
         return self.net(x, **kwargs)
 
 
+@pytest.fixture(scope="module")
+def one_face(one_pass: GFPGANEngine) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """One aligned face and its fp32 restoration, made once for the fp16 tests (each pass is seconds on a CPU)."""
+    crops = aligned_crops(one_pass, two_faces())[:1]
+    expected = one_pass._forward(crops, half=False)
+    assert expected is not None
+    return crops, expected
+
+
 @pytest.mark.parametrize("value", [float("nan"), -1.0], ids=["nan", "black"])
 def test_unusable_fp16_output_is_redone_in_fp32_and_fp16_stays_off(
-        one_pass: GFPGANEngine, recorder: Recorder, value: float, caplog: pytest.LogCaptureFixture) -> None:
-    crops = aligned_crops(one_pass, two_faces())
-    expected = one_pass._forward(crops, half=False)
+        one_pass: GFPGANEngine, one_face: tuple[list[np.ndarray], list[np.ndarray]], recorder: Recorder,
+        value: float, caplog: pytest.LogCaptureFixture) -> None:
+    crops, expected = one_face
     net = one_pass._net
     one_pass._net = spoiled = Spoiled(net, value)
     one_pass.half = True
@@ -204,7 +213,6 @@ def test_unusable_fp16_output_is_redone_in_fp32_and_fp16_stays_off(
         one_pass.half = False
     assert "GFPGAN in fp16 gave NaN/inf or black faces" in caplog.text
     assert spoiled.half_calls == 1 and one_pass_half is False  # tried once in fp16, then fp32 for good
-    assert expected is not None
     for got in (restored, again):
         assert all(np.array_equal(a, b) for a, b in zip(got, expected, strict=True))
 

@@ -53,6 +53,12 @@ ADMIN_TOKEN = "test-admin-token-0123456789abcdef"
 #: Settings that make the fault tests quick: a dead worker's job is redelivered after 4 s.
 TEST_ENV = {"TASK_ACK_WAIT": "4", "MAX_UPLOAD_MB": "5", "MAX_INPUT_MEGAPIXELS": "4", "SYNC_TIMEOUT": "120",
             "ENHANCER_CONCURRENCY": "1", "ENHANCER_HEARTBEAT": "1", "ADMIN_TOKEN": ADMIN_TOKEN,
+            # The suite starts about forty enhancers; each warm-up costs seconds of CPU. The session's own enhancer
+            # and the warm-up tests (tests/test_enhancer_start.py, tests/enhancer/test_warm_up.py) turn it on.
+            "ENHANCER_WARM_UP": "off",
+            # Compiling (OpenVINO on a CPU) converts each model once per model folder, tens of seconds for x4plus;
+            # tests/enhancer/test_compiled.py and test_openvino.py check that path. Test stacks run eager PyTorch.
+            "ENHANCER_COMPILE": "off",
             # The suite sends bursts from one address; test_limits.py checks the limits themselves.
             "RATE_LIMIT_ENHANCE": "10000/60", "RATE_LIMIT_ACCOUNT": "10000/60",
             # Likewise for the visitors' daily quota (tests/billing/test_anonymous.py checks it)

@@ -149,11 +149,11 @@ BUSY = Text("dispatch.busy", en="The service is busy: {waiting} photos are alrea
 # Why a request that names no quality level gets the one it gets (``edge.options.default_quality``, /api/v1/info).
 DEFAULT_QUALITY_CPU = Text("quality.default.cpu",
                            en="Every enhancer here runs on a CPU, without a graphics card: there Fast enlarges a "
-                              "1-megapixel photo ×4 in about half a minute, Medium takes over a minute and High "
-                              "quality 7 minutes or more, so Fast is the default. Ask for another level and you get "
+                              "1-megapixel photo ×4 in half a minute or less, Medium takes about a minute and High "
+                              "quality several minutes, so Fast is the default. Ask for another level and you get "
                               "it.",
                            zh="这里的处理服务器都只用 CPU，没有显卡：把一张 1 百万像素的照片放大 4 倍，"
-                              "“快速”约需半分钟，“中等”要一分多钟，“高质量”要 7 分钟以上，所以默认用“快速”。"
+                              "“快速”最多约半分钟，“中等”约一分钟，“高质量”要好几分钟，所以默认用“快速”。"
                               "选择其他档位照样可以。")
 DEFAULT_QUALITY_GPU = Text("quality.default.gpu",
                            en="An enhancer with a graphics card (GPU) is serving, which enlarges a photo in High "

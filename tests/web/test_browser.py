@@ -1,13 +1,14 @@
 """The web page in a real headless Chromium (Debian's ``chromium``, driven by Playwright) against the
 real stack: the built page (``web/dist``, served by the edge at ``/``), the bus, an enhancer and S3.
 
-The screenshots it takes (desktop and phone) are the ones the README shows.
+The screenshots it takes (desktop, phone, and one photo's card while it is enhanced) are the ones the README shows.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import re
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -138,6 +139,37 @@ def test_a_batch_goes_through_with_progress_compare_and_one_zip(page: Page, tmp_
     for name, (_, (w, h)) in PHOTOS.items():
         with Image.open(io.BytesIO(archive.read(f"{Path(name).stem}_enhanced.jpg"))) as img:
             assert img.size == (w * 2, h * 2), (name, img.size)
+
+
+def test_a_photo_being_enhanced_says_about_how_long_is_left(page: Page, tmp_path: Path) -> None:
+    """While the enhancer works on a photo, its card says about how long is left (the server's ``eta_seconds``).
+
+    The page sends no tile size, so the enhancer cuts at its default 400 pixels: this 800×533 photo is four tiles
+    (two 400², two 400×133), about 0.4 MP at fast on the stack's CPU enhancer. The worker's estimate is there
+    from its first tile on (its pace; earlier jobs' pace from the start), so the text shows for the last three
+    tiles: seconds, not a blink. It is waited for, never slept for; the card is then photographed, and the text
+    seen again after, so the picture has it."""
+    path = tmp_path / "coffee.jpg"
+    path.write_bytes(encode(photo("coffee", size=(800, 533)), quality=90))
+    page.goto("/")
+    page.get_by_test_id("scale-2").click()
+    page.get_by_test_id("quality-fast").click()
+    page.get_by_test_id("file-input").set_input_files(path)
+    page.get_by_test_id("start").click()
+    item = page.get_by_test_id("item")
+    expect(item).to_have_count(1)
+    # Its estimate while it is being enhanced (a waiting photo's, from the edge, is not what this is about).
+    eta = page.locator("[data-testid=item][data-status=processing] [data-testid=item-eta]")
+    eta.wait_for(state="visible", timeout=120_000)
+    expect(eta).to_have_text(re.compile(r"还需约 \d+ (秒|分钟)"))
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    item.screenshot(path=SCREENSHOTS / "eta.png")
+    assert eta.is_visible(), "the photo was done while its card was photographed: the picture may lack the estimate"
+    with Image.open(SCREENSHOTS / "eta.png") as shot:
+        assert shot.width >= 200 and shot.height >= 200, shot.size
+
+    expect(item).to_have_attribute("data-status", "completed", timeout=120_000)
+    expect(item.get_by_test_id("item-eta")).to_have_count(0)  # done: nothing left to estimate
 
 
 def test_a_file_that_is_not_an_image_gets_the_servers_message(page: Page, tmp_path: Path) -> None:

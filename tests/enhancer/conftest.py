@@ -12,8 +12,10 @@ from .photos import Recorder
 
 
 @pytest.fixture(scope="session")
-def engine_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("engine-models")
+def engine_model_dir(model_dir: Path) -> Path:
+    """The session's model folder (tests/conftest.py), which the test stacks' enhancers use too: the shipped
+    Real-ESRGAN files are converted once per session, not once for the engines and again for the stacks."""
+    return model_dir
 
 
 @pytest.fixture(scope="session")

@@ -32,8 +32,9 @@ class EnhancerSettings:
     concurrency: int | None = None
     #: "auto" (CUDA when present), "cpu", "cuda" or "cuda:N".
     device: str = "auto"
-    #: Compile the networks (``enhancer.engines.compiled``): "auto" (on CUDA only: TensorRT when it imports, else
-    #: torch.compile), "off", "torch", "tensorrt" or "openvino" (CPU only); eager PyTorch whenever compiling fails.
+    #: Compile the networks (``enhancer.engines.compiled``): "auto" (CUDA: TensorRT when it imports, else
+    #: torch.compile; a CPU: OpenVINO), "off", "torch", "tensorrt" or "openvino" (CPU only); eager PyTorch whenever
+    #: compiling fails.
     #: ``ENHANCER_COMPILE``.
     compile: str = "auto"
     #: Load every engine and run it once before joining the bus (``Worker.warm_up``), so "healthy" means ready.

@@ -23,8 +23,8 @@ from .base import Engine, EngineError
 
 #: GFPGAN v1.4's checkpoint in ``MODEL_DIR`` (``photoenhance models fetch`` puts it there).
 GFPGAN_WEIGHTS = "GFPGANv1.4.pth"
-#: ``ENHANCER_COMPILE``: auto compiles on CUDA only (TensorRT when it imports, else torch.compile); openvino
-#: (CPU only) is asked for by name; see ``enhancer.engines.compiled``.
+#: ``ENHANCER_COMPILE``: auto is TensorRT when it imports, else torch.compile, on CUDA, and OpenVINO on a CPU; see
+#: ``enhancer.engines.compiled``.
 COMPILE_MODES = ("auto", "off", "torch", "tensorrt", "openvino")
 
 

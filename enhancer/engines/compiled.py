@@ -37,12 +37,14 @@ import logging
 import math
 import os
 import platform
+import sys
 import tempfile
 import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -93,10 +95,25 @@ def tensorrt_available() -> bool:
     return True
 
 
+#: OpenVINO's telemetry package. Its model converter reports each conversion to Google Analytics unless the host
+#: opted out (no consent file counts as consent there); a self-hosted photo service must not phone home. With the
+#: package unimportable (``None`` in ``sys.modules``), OpenVINO uses its own no-op stub instead.
+_OPENVINO_TELEMETRY = ("openvino_telemetry", "openvino_telemetry.backend", "openvino_telemetry.backend.backend_ga4")
+
+
+def _import_openvino() -> Any:
+    """``openvino``, with its telemetry cut off (:data:`_OPENVINO_TELEMETRY`) before anything of it loads."""
+    for name in _OPENVINO_TELEMETRY:
+        sys.modules.setdefault(name, None)  # type: ignore[arg-type]
+    import openvino
+
+    return openvino
+
+
 def openvino_available() -> bool:
     """OpenVINO imports (a dependency of the package, but an install without it still runs, eager)."""
     try:
-        import openvino  # noqa: F401
+        _import_openvino()
     except Exception:  # ImportError, or a broken install failing at import
         return False
     return True
@@ -148,9 +165,7 @@ def compiler_version(kind: str) -> str:
 
         return f"{base} torch_tensorrt {torch_tensorrt.__version__} tensorrt {tensorrt.__version__}"
     if kind == "openvino":
-        import openvino
-
-        return f"{base} openvino {openvino.__version__}"
+        return f"{base} openvino {_import_openvino().__version__}"
     return base
 
 
@@ -245,7 +260,7 @@ def openvino_backend(net: torch.nn.Module, example: torch.Tensor, folder: Path) 
     """OpenVINO for the CPU, fp32, any height and width: the IR (``folder/model.xml`` and ``.bin``, fp32 weights)
     is read when it is there, else converted from ``net`` (seconds) and saved; compiling it for the CPU takes
     about a second, with as many threads as torch uses."""
-    import openvino as ov
+    ov = _import_openvino()
 
     if example.device.type != "cpu" or example.dtype != torch.float32:
         raise RuntimeError(f"OpenVINO runs fp32 on the CPU here, not {str(example.dtype).removeprefix('torch.')} "

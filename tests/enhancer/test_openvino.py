@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,10 +20,12 @@ import skimage.data
 from enhancer.engines import compiled
 from enhancer.engines.base import EnhanceOptions
 from enhancer.engines.realesrgan import RealESRGANEngine
+from photoenhance.stack import ROOT
 
 from .photos import shrink
 
-openvino = pytest.importorskip("openvino")
+#: As the engine imports it (a dependency of the package): with its telemetry cut off.
+openvino = compiled._import_openvino()
 
 #: 300×200, smaller than the default 400-pixel tile: one tile, of a size no fixed-shape compiler would take.
 PHOTO = shrink(skimage.data.astronaut(), 300, 200)
@@ -70,3 +74,31 @@ def test_openvino_makes_the_eager_photo_and_the_next_start_reads_its_model_from_
     assert first.model == second.model == eager.model == "realesr-animevideov3"
     assert _psnr(first.image, eager.image) >= compiled.MIN_PSNR_DB
     assert np.array_equal(second.image, first.image)
+
+
+#: An enhancer process converting a model to OpenVINO: what OpenVINO's converter would report usage with.
+CONVERT_AND_SAY_WHO_LISTENS = """
+import sys
+import numpy as np
+from enhancer.engines.base import EnhanceOptions
+from enhancer.engines.realesrgan import RealESRGANEngine
+RealESRGANEngine(sys.argv[1], "cpu", compile="openvino").enhance(
+    np.full((48, 48, 3), 128, np.uint8), EnhanceOptions(quality="fast"), lambda *a: None)
+from openvino.tools.ovc import convert_impl
+print(sys.modules.get("openvino_telemetry"), convert_impl.tm.__name__)
+"""
+
+
+def test_converting_a_model_reports_nothing_to_anyone(engine_model_dir: Path, tmp_path: Path) -> None:
+    """OpenVINO's converter sends each conversion to Google Analytics unless the host opted out (no consent file
+    counts as consent for it). In a fresh process, as an enhancer converts, it gets the no-op stub instead."""
+    model_dir = tmp_path / "models"
+    model_dir.mkdir()
+    for f in engine_model_dir.iterdir():
+        if f.is_file():
+            (model_dir / f.name).symlink_to(f)
+    done = subprocess.run([sys.executable, "-c", CONVERT_AND_SAY_WHO_LISTENS, str(model_dir)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["None", "openvino.tools.ovc.telemetry_stub"], done.stdout
+    assert (model_dir / "compiled").is_dir()  # it did convert

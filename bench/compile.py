@@ -36,7 +36,6 @@ import platform
 import statistics
 import sys
 import time
-import types
 from pathlib import Path
 from typing import Any
 
@@ -45,15 +44,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _import_engines_only() -> None:
-    """Make ``import enhancer.engines`` skip ``enhancer/__init__`` (the service), as bench/gpu.py does."""
-    if str(ROOT) not in sys.path:
-        sys.path.insert(0, str(ROOT))
-    if "enhancer" not in sys.modules:
-        pkg = types.ModuleType("enhancer")
-        pkg.__path__ = [str(ROOT / "enhancer")]  # type: ignore[attr-defined]
-        sys.modules["enhancer"] = pkg
-
+sys.path.insert(0, str(ROOT / "bench"))  # already there when run as `python bench/compile.py`
+# bench/gpu.py's set-up: ``import enhancer.engines`` without ``enhancer/__init__`` (the service), so that a GPU box
+# needs only the model libraries.
+from gpu import _import_engines_only  # noqa: E402
 
 _import_engines_only()
 

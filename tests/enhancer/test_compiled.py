@@ -63,6 +63,22 @@ class Calls:
         return run
 
 
+class BreaksLater:
+    """A stand-in compiled network that works until ``broken`` is set, then raises ``error`` at every run (as a
+    card or a compiled kernel may, long after its build)."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error, self.broken = error, False
+
+    def __call__(self, inner: torch.nn.Module) -> compiled.Compiled:
+        def run(x: torch.Tensor) -> torch.Tensor:
+            if self.broken:
+                raise self.error
+            return inner(x)
+
+        return run
+
+
 def compile_tiny(net: torch.nn.Module, tmp_path: Path, backend: compiled.Backend, mode: str = "torch",
                  dtype: torch.dtype = torch.float32, edge: int = 24) -> torch.nn.Module:
     return compiled.compile_net(net, name="tiny", mode=mode, edge=edge, device=CPU, dtype=dtype,
@@ -216,19 +232,10 @@ def test_a_failing_compiler_leaves_the_eager_network_and_says_why_in_one_line(
 def test_a_compiled_network_that_fails_later_runs_eager_from_then_on(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    net, state = tiny_net(), {"broken": False}
-
-    def breaks_later(inner: torch.nn.Module) -> compiled.Compiled:
-        def run(x: torch.Tensor) -> torch.Tensor:
-            if state["broken"]:
-                raise RuntimeError("cuDNN error: CUDNN_STATUS_EXECUTION_FAILED")
-            return inner(x)
-
-        return run
-
-    wrapped = compile_tiny(net, tmp_path, Calls(breaks_later))
+    net, breaks = tiny_net(), BreaksLater(RuntimeError("cuDNN error: CUDNN_STATUS_EXECUTION_FAILED"))
+    wrapped = compile_tiny(net, tmp_path, Calls(breaks))
     assert isinstance(wrapped, compiled.CompiledNet)
-    state["broken"] = True
+    breaks.broken = True
     x = torch.rand(1, 3, 24, 24)
     with caplog.at_level(logging.WARNING, logger=LOGGER), torch.inference_mode():
         assert torch.equal(wrapped(x), net(x))
@@ -319,17 +326,7 @@ def test_edge_tiles_through_a_compiled_network_match_eager_within_45_db(
 def test_after_running_out_of_memory_smaller_tiles_run_eager_and_do_not_grow(tmp_path: Path) -> None:
     """The engine retries an out-of-memory tile with smaller tiles (tested with the engine); growing those back
     to the compiled size would use the memory the retry is meant to save, so from then on they run eager."""
-    state = {"oom": False}
-
-    def runs_out(inner: torch.nn.Module) -> compiled.Compiled:
-        def run(x: torch.Tensor) -> torch.Tensor:
-            if state["oom"]:
-                raise SimulatedOOM("CUDA out of memory (simulated)")
-            return inner(x)
-
-        return run
-
-    net = tiny_net()
+    net, runs_out = tiny_net(), BreaksLater(SimulatedOOM("CUDA out of memory (simulated)"))
     wrapped = compile_tiny(net, tmp_path, Calls(runs_out), edge=24)
     rgb = np.random.default_rng(1).integers(0, 256, (40, 40, 3), np.uint8)
 
@@ -337,7 +334,7 @@ def test_after_running_out_of_memory_smaller_tiles_run_eager_and_do_not_grow(tmp
         return tiling.upscale_tiled(model, rgb, scale=2, tile=tile, pad=5, device=CPU, dtype=torch.float32,
                                     progress=lambda *a: None)
 
-    state["oom"] = True
+    runs_out.broken = True
     with pytest.raises(torch.OutOfMemoryError):
         upscale(wrapped, 14)  # 14 + 2 × 5 = 24: the compiled shape
     assert wrapped.fixed_input is None

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import sys
 from contextlib import AsyncExitStack
 
 import nats.errors
@@ -93,8 +94,15 @@ def main() -> None:
     if not os.environ.get(weights.ENSURED_ENV):
         weights.ensure(settings.model_dir)
 
-    if run_until_signal(lambda stop: serve(settings, stop)):
-        # A handed-back job's engine is still computing in its thread, which cannot be interrupted and
-        # which the interpreter would wait for at exit: leave now (the job is already back in the queue).
-        logging.shutdown()
-        os._exit(0)
+    run_until_signal(lambda stop: serve(settings, stop))
+    leave()
+
+
+def leave() -> None:
+    """Exit at once: drained and off the bus, the process has nothing left to tear down. The interpreter's own
+    teardown takes most of a second with PyTorch loaded, and would wait for the thread of an engine still
+    computing a handed-back job, which cannot be interrupted (that job is already back in the queue)."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

@@ -327,7 +327,8 @@ class EmbeddedS3(_Process):
         args = [find_binary("weed"), f"-logdir={self.data_dir / 'logs'}", "mini", f"-dir={self.data_dir}",
                 "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-master.telemetry=false", "-webdav=false",
                 "-admin.ui=false", "-s3.iam.readOnly=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
-                f"-s3.localSocket={self.data_dir / 's3.sock'}"]
+                # The one volume server has no peer to hand writes to while it stops: no pre-stop grace (1 s).
+                "-volume.preStopSeconds=0", f"-s3.localSocket={self.data_dir / 's3.sock'}"]
         for comp, port in ports.items():
             args += [f"-{comp}.port={port}", f"-{comp}.port.grpc={port + 10000}"]
         # The root keys come from the environment (an admin identity); -s3.iam.readOnly=false opens the

@@ -67,8 +67,8 @@ def test_sigterm_hands_back_a_job_that_outlasts_the_drain_timeout(own_stack: Sta
     assert first.stop() == 0  # idle: a plain drain
     impatient = own_stack.start_enhancer("impatient", ENHANCER_DRAIN_TIMEOUT="1")
     with httpx.Client(base_url=own_stack.url, timeout=30) as http:
-        # x4plus on 96² in 32-pixel tiles: about ten seconds on a CPU.
-        task_id = submit(http, encode(photo("chelsea", size=(96, 96)), quality=90), "long.jpg",
+        # x4plus on 64² in 32-pixel tiles: several seconds on a CPU, well past the 1-second drain timeout.
+        task_id = submit(http, encode(photo("chelsea", size=(64, 64)), quality=90), "long.jpg",
                          quality_level="high", tile_size="32", face_enhance="false")
         wait_until(lambda: http.get(f"/api/v1/status/{task_id}").json()["stage"] == "upscaling", 120,
                    "the long job to be on the engine")

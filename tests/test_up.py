@@ -42,8 +42,10 @@ def up(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Iterator[Up
     tmp_path = tmp_path_factory.mktemp("up")
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("NATS_", "S3_"))}
-    # Warm-up off, as on every test stack (tests/support TEST_ENV): tests/test_enhancer_start.py checks it.
-    env |= {"MODEL_DIR": str(model_dir), "PYTHONUNBUFFERED": "1", "ENHANCER_HEARTBEAT": "1", "ENHANCER_WARM_UP": "off"}
+    # Warm-up and compile off, as on every test stack (tests/support TEST_ENV): tests/test_enhancer_start.py checks
+    # the warm-up, tests/enhancer/test_openvino.py the compile (an enhancer process converting a model for real).
+    env |= {"MODEL_DIR": str(model_dir), "PYTHONUNBUFFERED": "1", "ENHANCER_HEARTBEAT": "1", "ENHANCER_WARM_UP": "off",
+            "ENHANCER_COMPILE": "off"}
     log = (tmp_path / "up.log").open("wb")
     proc = subprocess.Popen([sys.executable, "-m", "photoenhance", "up", "--port", str(port),
                              "--data-dir", str(tmp_path / "var")], cwd=ROOT, env=env, stdout=log,

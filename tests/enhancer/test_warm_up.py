@@ -62,7 +62,8 @@ class Bus:
 
 def worker(bus: Bus, engines: list[str], model_dir: Path, *, slots: int = 1, warm_up: bool = True) -> Worker:
     settings = EnhancerSettings(nats=NatsSettings(), s3=S3Settings(), tasks=TaskSettings(), model_dir=model_dir,
-                                concurrency=slots, worker_id="warm-worker", warm_up=warm_up).for_device("cpu")
+                                concurrency=slots, worker_id="warm-worker", warm_up=warm_up,
+                                compile="off").for_device("cpu")  # eager, as on the test stacks (TEST_ENV)
     bus.worker = Worker(settings, bus, None, None, device="cpu", engines=engines)  # type: ignore[arg-type]
     return bus.worker
 

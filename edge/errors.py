@@ -145,4 +145,6 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def on_crash(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return error_response(500, render(texts.INTERNAL_ERROR(), request_language(request)))
+        # The server closes the connection after an error that reached it (uvicorn does): say so, or a proxy
+        # (Caddy) keeps the connection for the next request, which then meets the reset and is answered 502.
+        return error_response(500, render(texts.INTERNAL_ERROR(), request_language(request)), {"Connection": "close"})

@@ -693,15 +693,48 @@ def _load(model_dir: Path, variant: _Variant, arch: Callable[[], torch.nn.Module
         raise WeightsError(f"{variant.official} is not in {model_dir}: run `photoenhance models fetch`, or copy it "
                            "there")
     cache = model_dir / variant.cache_name
-    if cache.is_file():
-        try:
-            return state_dict_from_checkpoint(torch.load(cache, map_location="cpu", weights_only=True))
-        except Exception as exc:  # a damaged cache is rebuilt, not fatal
-            log.warning("Ignoring unreadable weights cache %s (%s); converting again", cache, exc)
-    param_text, bin_data = ncnn_files(variant.ncnn_stem)
-    state = ncnn_to_state_dict(param_text, bin_data, arch().state_dict())
-    _save_atomic({"params_ema": state}, cache)
+    state = _read_cache(cache)
+    if state is not None:
+        return state
+    with _converting(model_dir):
+        state = _read_cache(cache, quiet=True)  # converted by another process while this one waited
+        if state is None:
+            param_text, bin_data = ncnn_files(variant.ncnn_stem)
+            state = ncnn_to_state_dict(param_text, bin_data, arch().state_dict())
+            _save_atomic({"params_ema": state}, cache)
     return state
+
+
+def _read_cache(cache: Path, *, quiet: bool = False) -> dict[str, torch.Tensor] | None:
+    """The converted weights saved at ``cache``; None when there are none, or they are unreadable (a damaged
+    cache is converted again, not fatal; said once, unless ``quiet``)."""
+    import torch
+
+    if not cache.is_file():
+        return None
+    try:
+        return state_dict_from_checkpoint(torch.load(cache, map_location="cpu", weights_only=True))
+    except Exception as exc:
+        if not quiet:
+            log.warning("Ignoring unreadable weights cache %s (%s); converting again", cache, exc)
+        return None
+
+
+@contextlib.contextmanager
+def _converting(model_dir: Path) -> Iterator[None]:
+    """One conversion at a time per model folder, across threads and processes (the slots of a worker, replicas
+    sharing a volume, test workers): the others wait, then read what it saved. The lock is on the folder itself,
+    so no lock file appears in it; a folder that cannot be opened (not made yet) is converted into unlocked."""
+    try:
+        fd = os.open(model_dir, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def _save_atomic(obj: Any, dest: Path) -> None:

@@ -7,7 +7,6 @@ Nothing here is mocked: the services connect with their own role credentials, ex
 
 from __future__ import annotations
 
-import fcntl
 import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -18,7 +17,6 @@ import torch
 from nats.aio.client import Client
 
 import nats
-from enhancer import weights
 from photoenhance.servers import EmbeddedNats, EmbeddedS3
 
 from .support import TEST_ENV, Stack, private_stack
@@ -42,16 +40,12 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.fixture(scope="session")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The run's model folder, holding the shipped Real-ESRGAN files converted to PyTorch weights. With
-    ``pytest -n`` (``make test``) the workers share it: the first converts, the others wait on the lock and read."""
+    """The run's model folder, where the shipped Real-ESRGAN files are converted to PyTorch weights by whatever
+    loads them first. With ``pytest -n`` (``make test``) the workers share it: each model is converted once
+    (``enhancer.weights`` converts one at a time per folder; the others wait and read)."""
     base = tmp_path_factory.getbasetemp()
-    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
-    folder = shared / "models"
+    folder = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "models"
     folder.mkdir(exist_ok=True)
-    with (shared / "models.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        weights.load_x4plus(folder)
-        weights.load_animevideov3(folder)
     return folder
 
 
@@ -131,13 +125,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     def needs_servers(item: pytest.Item) -> bool:
         if _SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
             return True
-        path = Path(str(item.fspath))
+        path = item.path
         if path not in starts:
             starts[path] = any(s in path.read_text(errors="replace") for s in _STARTS_SERVERS)
         return starts[path]
 
     def order(item: pytest.Item) -> tuple[bool, int]:
         slow = needs_servers(item)
-        return slow, -_LONGEST.get(Path(str(item.fspath)).name, 0) if slow else 0
+        return slow, -_LONGEST.get(item.path.name, 0) if slow else 0
 
     items.sort(key=order)

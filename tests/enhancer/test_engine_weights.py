@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -30,18 +32,18 @@ def test_x4plus_param_file_describes_rrdbnet() -> None:
     assert len(convs) == 23 * 3 * 5 + 6
 
 
-def test_x4plus_converts_loads_strictly_and_is_cached(engine_model_dir: Path, monkeypatch) -> None:
-    state = load_x4plus(engine_model_dir)
+def test_x4plus_converts_loads_strictly_and_is_cached(model_dir: Path, monkeypatch) -> None:
+    state = load_x4plus(model_dir)
     net = x4plus_arch()
     net.load_state_dict(state, strict=True)  # every key, every shape
     assert sum(v.numel() for v in state.values()) == pytest.approx(16.7e6, rel=0.01)
     assert all(torch.isfinite(v).all() for v in state.values())
-    cache = engine_model_dir / "RealESRGAN_x4plus.from-ncnn.pth"
+    cache = model_dir / "RealESRGAN_x4plus.from-ncnn.pth"
     assert cache.is_file()
 
     # The second load reads the cache: the ncnn files are not touched again.
     monkeypatch.setattr(weights, "ncnn_files", lambda stem: pytest.fail("converted again instead of cached"))
-    again = load_x4plus(engine_model_dir)
+    again = load_x4plus(model_dir)
     assert again.keys() == state.keys()
     assert all(torch.equal(again[k], state[k]) for k in state)
 
@@ -60,8 +62,36 @@ def test_damaged_cache_is_rebuilt(tmp_path: Path) -> None:
     torch.load(cache, weights_only=True)  # rewritten properly
 
 
-def test_official_x4plus_checkpoint_wins(tmp_path: Path, engine_model_dir: Path) -> None:
-    state = load_x4plus(engine_model_dir)
+def test_two_loaders_of_one_folder_convert_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Slots of a worker, replicas on one volume, test workers: both find no cache, one converts, the other waits
+    for it and reads what it saved."""
+    missed = threading.Semaphore(0)
+    read, convert = weights._read_cache, weights.ncnn_files
+    conversions: list[str] = []
+
+    def reading(cache: Path, *, quiet: bool = False) -> dict | None:
+        state = read(cache, quiet=quiet)
+        if state is None and not quiet:
+            missed.release()
+        return state
+
+    def converting(stem: str) -> tuple[str, bytes]:
+        conversions.append(stem)
+        for _ in range(2):  # both loaders have looked and found nothing before the first one converts
+            assert missed.acquire(timeout=10)
+        return convert(stem)
+
+    monkeypatch.setattr(weights, "_read_cache", reading)
+    monkeypatch.setattr(weights, "ncnn_files", converting)
+    with ThreadPoolExecutor(2) as pool:
+        first, second = pool.map(lambda _: load_animevideov3(tmp_path), range(2))
+    assert len(conversions) == 1
+    assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["realesr-animevideov3.from-ncnn.pth"]  # no lock file
+
+
+def test_official_x4plus_checkpoint_wins(tmp_path: Path, model_dir: Path) -> None:
+    state = load_x4plus(model_dir)
     marked = {k: v.clone() for k, v in state.items()}
     marked["conv_last.bias"].fill_(0.25)
     torch.save({"params_ema": marked, "params": {}}, tmp_path / "RealESRGAN_x4plus.pth")

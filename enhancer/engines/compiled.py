@@ -447,11 +447,12 @@ def compile_net(net: torch.nn.Module, *, name: str, mode: str, edge: int, device
         return net
     if kind == "off":
         return net
+    precision = str(dtype).removeprefix("torch.")
     if kind in DYNAMIC_SHAPE:  # any size takes it: check it on a small tile
         edge = min(edge, DYNAMIC_CHECK_EDGE)
-    tiles = f"{edge}² {str(dtype).removeprefix('torch.')} tiles"
-    if kind in DYNAMIC_SHAPE:
-        tiles = f"{str(dtype).removeprefix('torch.')} tiles of any size (checked on {edge}²)"
+        tiles = f"{precision} tiles of any size (checked on {edge}²)"
+    else:
+        tiles = f"{edge}² {precision} tiles"
     try:
         compiled, record = build(net, name=name, kind=kind, shape=(1, 3, edge, edge), device=device, dtype=dtype,
                                  layout=layout, cache_root=cache_root, reference=reference, backend=backend,

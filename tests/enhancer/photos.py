@@ -1,4 +1,4 @@
-"""Helpers for the engine tests: real photos from scikit-image and a progress recorder."""
+"""Helpers for the engine tests: real photos from scikit-image, picture measures and a progress recorder."""
 
 from __future__ import annotations
 
@@ -9,6 +9,12 @@ import numpy as np
 def shrink(rgb: np.ndarray, width: int, height: int) -> np.ndarray:
     """Downscale a real photo the way a smaller camera image would look (area averaging)."""
     return np.ascontiguousarray(cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA))
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """PSNR of two 8-bit images, in dB; inf when identical."""
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else float(10 * np.log10(255**2 / mse))
 
 
 def laplacian_var(rgb: np.ndarray) -> float:

@@ -25,7 +25,7 @@ from enhancer.engines.base import EnhanceOptions
 from enhancer.engines.realesrgan import RealESRGANEngine
 from enhancer.settings import EnhancerSettings
 
-from .photos import shrink
+from .photos import psnr, shrink
 
 CPU = torch.device("cpu")
 LOGGER = "enhancer.engines.compiled"
@@ -286,8 +286,8 @@ def test_edge_tiles_grow_inward_to_the_compiled_size(window: tuple[int, int], si
 
 
 @pytest.fixture(scope="module")
-def eager_result(engine_model_dir: Path) -> np.ndarray:
-    return RealESRGANEngine(engine_model_dir, "cpu").enhance(PHOTO, FAST, lambda *a: None).image
+def eager_result(model_dir: Path) -> np.ndarray:
+    return RealESRGANEngine(model_dir, "cpu").enhance(PHOTO, FAST, lambda *a: None).image
 
 
 def _engine(model_dir: Path, monkeypatch: pytest.MonkeyPatch, backend: compiled.Backend) -> RealESRGANEngine:
@@ -296,10 +296,10 @@ def _engine(model_dir: Path, monkeypatch: pytest.MonkeyPatch, backend: compiled.
 
 
 def test_the_engine_gives_the_eager_picture_when_its_compiler_fails(
-    engine_model_dir: Path, eager_result: np.ndarray, monkeypatch: pytest.MonkeyPatch,
+    model_dir: Path, eager_result: np.ndarray, monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture
 ) -> None:
-    engine = _engine(engine_model_dir, monkeypatch, Calls(_inaccurate))
+    engine = _engine(model_dir, monkeypatch, Calls(_inaccurate))
     with caplog.at_level(logging.WARNING, logger=LOGGER):
         result = engine.enhance(PHOTO, FAST, lambda *a: None)
     assert np.array_equal(result.image, eager_result)
@@ -309,18 +309,17 @@ def test_the_engine_gives_the_eager_picture_when_its_compiler_fails(
 
 
 def test_edge_tiles_through_a_compiled_network_match_eager_within_45_db(
-    engine_model_dir: Path, eager_result: np.ndarray, monkeypatch: pytest.MonkeyPatch
+    model_dir: Path, eager_result: np.ndarray, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Every tile of this photo is at its edge and grows to the compiled 52²; with a "compiler" that changes
     nothing, what is left is the effect of the extra context, which must stay within the issue's bar."""
     backend = Calls()
-    engine = _engine(engine_model_dir, monkeypatch, backend)
+    engine = _engine(model_dir, monkeypatch, backend)
     engine.enhance(PHOTO, EnhanceOptions(quality="fast", tile_size=0), lambda *a: None)  # loads and compiles
     before = backend.runs
     result = engine.enhance(PHOTO, FAST, lambda *a: None)
     assert result.tiles == 4 and backend.runs - before == 4  # all four tiles took the compiled network
-    mse = np.mean((result.image.astype(np.float64) - eager_result) ** 2)
-    assert 10 * np.log10(255**2 / mse) >= compiled.MIN_PSNR_DB
+    assert psnr(result.image, eager_result) >= compiled.MIN_PSNR_DB
 
 
 def test_after_running_out_of_memory_smaller_tiles_run_eager_and_do_not_grow(tmp_path: Path) -> None:

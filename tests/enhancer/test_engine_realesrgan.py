@@ -13,7 +13,7 @@ import torch
 from enhancer.engines import EngineError, EngineResult, EnhanceOptions, available_engines, create_engine, pick_device
 from enhancer.engines.realesrgan import RealESRGANEngine
 
-from .photos import Recorder, laplacian_var, shrink
+from .photos import Recorder, laplacian_var, psnr, shrink
 
 
 @pytest.mark.parametrize(
@@ -24,15 +24,15 @@ def test_options_are_validated(kwargs: dict) -> None:
         EnhanceOptions(**kwargs)
 
 
-def test_factory(engine_model_dir: Path) -> None:
+def test_factory(model_dir: Path) -> None:
     assert pick_device("cpu").type == "cpu"
     assert pick_device().type in {"cpu", "cuda"}
-    assert available_engines(engine_model_dir) == ["realesrgan"]  # no GFPGANv1.4.pth here
-    assert create_engine("realesrgan", engine_model_dir, "cpu").name == "realesrgan"
+    assert available_engines(model_dir) == ["realesrgan"]  # no GFPGANv1.4.pth here
+    assert create_engine("realesrgan", model_dir, "cpu").name == "realesrgan"
     with pytest.raises(EngineError, match=r"GFPGANv1\.4\.pth"):
-        create_engine("gfpgan", engine_model_dir, "cpu")
+        create_engine("gfpgan", model_dir, "cpu")
     with pytest.raises(EngineError, match="Unknown engine"):
-        create_engine("waifu2x", engine_model_dir, "cpu")
+        create_engine("waifu2x", model_dir, "cpu")
 
 
 ORIGINAL = skimage.data.astronaut()[64:320, 160:416]  # 256² of a real photo
@@ -76,8 +76,7 @@ def test_tiled_x4plus_matches_untiled(sr_engine: RealESRGANEngine, x4plus_whole:
     diff = np.abs(tiled.image - whole)
     assert diff.mean() < 2.5
     assert np.percentile(diff, 99) <= 16
-    psnr = 10 * np.log10(255**2 / np.mean(diff**2))
-    assert psnr > 32
+    assert psnr(tiled.image, whole) > 32
 
 
 def test_fast_quality_uses_animevideov3(sr_engine: RealESRGANEngine, recorder: Recorder) -> None:
@@ -98,11 +97,11 @@ def test_tile_size_is_honoured(sr_engine: RealESRGANEngine, recorder: Recorder) 
     assert np.abs(result.image.astype(int) - untiled.image).max() <= 8
 
 
-def test_tile_padding_is_what_hides_seams(engine_model_dir: Path) -> None:
+def test_tile_padding_is_what_hides_seams(model_dir: Path) -> None:
     photo = shrink(skimage.data.coffee()[:, 100:500], 96, 96)
     opts = EnhanceOptions(quality="fast", tile_size=48)
-    padded = RealESRGANEngine(engine_model_dir, "cpu")
-    unpadded = RealESRGANEngine(engine_model_dir, "cpu", tile_pad=0)
+    padded = RealESRGANEngine(model_dir, "cpu")
+    unpadded = RealESRGANEngine(model_dir, "cpu", tile_pad=0)
     whole = padded.enhance(photo, EnhanceOptions(quality="fast", tile_size=0), lambda *a: None).image.astype(int)
     seam_padded = np.abs(padded.enhance(photo, opts, lambda *a: None).image - whole).max()
     seam_unpadded = np.abs(unpadded.enhance(photo, opts, lambda *a: None).image - whole).max()
@@ -159,7 +158,7 @@ def test_channels_last_layout_gives_the_same_picture(
     assert kernels and all(k.is_contiguous(memory_format=torch.channels_last) for k in kernels)
 
 
-def test_gpu_defaults_are_half_precision_and_nhwc(engine_model_dir: Path) -> None:
+def test_gpu_defaults_are_half_precision_and_nhwc(model_dir: Path) -> None:
     """On CUDA the engine defaults to the fast path (fp16, NHWC); on a CPU to neither."""
-    gpu, cpu = RealESRGANEngine(engine_model_dir, "cuda"), RealESRGANEngine(engine_model_dir, "cpu")
+    gpu, cpu = RealESRGANEngine(model_dir, "cuda"), RealESRGANEngine(model_dir, "cpu")
     assert (gpu.half, gpu.channels_last, cpu.half, cpu.channels_last) == (True, True, False, False)

@@ -22,7 +22,7 @@ from enhancer.engines.base import EnhanceOptions
 from enhancer.engines.realesrgan import RealESRGANEngine
 from photoenhance.stack import ROOT
 
-from .photos import shrink
+from .photos import psnr, shrink
 
 #: As the engine imports it (a dependency of the package): with its telemetry cut off.
 openvino = compiled._import_openvino()
@@ -32,20 +32,21 @@ PHOTO = shrink(skimage.data.astronaut(), 300, 200)
 FAST = EnhanceOptions(quality="fast")
 
 
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b) ** 2)
-    return float("inf") if mse == 0 else 10 * np.log10(255**2 / mse)
+def weights_of(model_dir: Path, tmp_path: Path) -> Path:
+    """A model folder with the session's weights (linked) and a compiled/ folder of the test's own."""
+    models = tmp_path / "models"
+    models.mkdir()
+    for f in model_dir.iterdir():
+        if f.is_file():
+            (models / f.name).symlink_to(f)
+    return models
 
 
 def test_openvino_makes_the_eager_photo_and_the_next_start_reads_its_model_from_the_cache(
-    engine_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    eager = RealESRGANEngine(engine_model_dir, "cpu").enhance(PHOTO, FAST, lambda *a: None)  # converts the weights
-    model_dir = tmp_path / "models"  # the session's weights, with a compiled/ folder of this test's own
-    model_dir.mkdir()
-    for f in engine_model_dir.iterdir():
-        if f.is_file():
-            (model_dir / f.name).symlink_to(f)
+    eager = RealESRGANEngine(model_dir, "cpu").enhance(PHOTO, FAST, lambda *a: None)
+    models = weights_of(model_dir, tmp_path)
     conversions: list[int] = []
     convert = openvino.convert_model
 
@@ -56,15 +57,15 @@ def test_openvino_makes_the_eager_photo_and_the_next_start_reads_its_model_from_
     monkeypatch.setattr(openvino, "convert_model", counted)
 
     with caplog.at_level(logging.INFO, logger="enhancer.engines.compiled"):
-        engine = RealESRGANEngine(model_dir, "cpu", compile="openvino")
+        engine = RealESRGANEngine(models, "cpu", compile="openvino")
         first = engine.enhance(PHOTO, FAST, lambda *a: None)
         assert conversions == [1]
         (net,) = engine._models.values()
         assert isinstance(net, compiled.CompiledNet) and net.compiled is not None  # still on OpenVINO after the photo
-        (folder,) = (model_dir / "compiled").iterdir()
+        (folder,) = (models / "compiled").iterdir()
         assert (folder / "model.xml").is_file() and (folder / "model.bin").is_file()
 
-        second = RealESRGANEngine(model_dir, "cpu", compile="openvino").enhance(PHOTO, FAST, lambda *a: None)
+        second = RealESRGANEngine(models, "cpu", compile="openvino").enhance(PHOTO, FAST, lambda *a: None)
     assert conversions == [1]  # read from the cache folder, not converted again
     assert json.loads((folder / "build.json").read_text())["cache_was_warm"] is True
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
@@ -72,7 +73,7 @@ def test_openvino_makes_the_eager_photo_and_the_next_start_reads_its_model_from_
     assert len(compiled_lines) == 2 and compiled_lines[1].endswith(", reused)")
 
     assert first.model == second.model == eager.model == "realesr-animevideov3"
-    assert _psnr(first.image, eager.image) >= compiled.MIN_PSNR_DB
+    assert psnr(first.image, eager.image) >= compiled.MIN_PSNR_DB
     assert np.array_equal(second.image, first.image)
 
 
@@ -89,16 +90,12 @@ print(sys.modules.get("openvino_telemetry"), convert_impl.tm.__name__)
 """
 
 
-def test_converting_a_model_reports_nothing_to_anyone(engine_model_dir: Path, tmp_path: Path) -> None:
+def test_converting_a_model_reports_nothing_to_anyone(model_dir: Path, tmp_path: Path) -> None:
     """OpenVINO's converter sends each conversion to Google Analytics unless the host opted out (no consent file
     counts as consent for it). In a fresh process, as an enhancer converts, it gets the no-op stub instead."""
-    model_dir = tmp_path / "models"
-    model_dir.mkdir()
-    for f in engine_model_dir.iterdir():
-        if f.is_file():
-            (model_dir / f.name).symlink_to(f)
-    done = subprocess.run([sys.executable, "-c", CONVERT_AND_SAY_WHO_LISTENS, str(model_dir)], cwd=ROOT,
+    models = weights_of(model_dir, tmp_path)
+    done = subprocess.run([sys.executable, "-c", CONVERT_AND_SAY_WHO_LISTENS, str(models)], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.split() == ["None", "openvino.tools.ovc.telemetry_stub"], done.stdout
-    assert (model_dir / "compiled").is_dir()  # it did convert
+    assert (models / "compiled").is_dir()  # it did convert

@@ -126,11 +126,11 @@ def test_a_warm_up_setting_that_is_neither_on_nor_off_is_refused(value: str, mon
 
 
 async def test_an_engine_that_fails_to_start_is_left_out_and_the_others_serve(
-        engine_model_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+        model_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
     """Real-ESRGAN starts (weights converted from the shipped files); GFPGAN cannot (no GFPGANv1.4.pth):
     the worker offers upscaling alone, and says why."""
     bus = Bus()
-    w = worker(bus, ["realesrgan", "gfpgan"], engine_model_dir)
+    w = worker(bus, ["realesrgan", "gfpgan"], model_dir)
     with caplog.at_level(logging.INFO, logger="enhancer.worker"):
         assert await w.warm_up() == ["realesrgan"]
     assert w.engines == ["realesrgan"] and w.capabilities == [UPSCALE]
@@ -161,14 +161,14 @@ async def test_a_worker_whose_engines_all_fail_does_not_start(
     assert bus.calls == []  # never subscribed, never pulled
 
 
-def test_the_warm_up_runs_each_model_once(engine_model_dir: Path) -> None:
+def test_the_warm_up_runs_each_model_once(model_dir: Path) -> None:
     """Real-ESRGAN: one job per model its quality levels run here (levels share a stand-in while their own
     weights are missing); GFPGAN: one, its models are its Real-ESRGAN's; the benchmark engine: one."""
-    levels = quality_models(["realesrgan"], engine_model_dir)
-    jobs = warm_up_jobs("realesrgan", engine_model_dir)
+    levels = quality_models(["realesrgan"], model_dir)
+    jobs = warm_up_jobs("realesrgan", model_dir)
     assert sorted(levels[o.quality][0] for o in jobs) == sorted({model for model, _ in levels.values()})
     assert {o.quality for o in jobs} <= set(QUALITIES) and {o.scale for o in jobs} == {4}
-    assert len(warm_up_jobs("gfpgan", engine_model_dir)) == len(warm_up_jobs("bench-resize", engine_model_dir)) == 1
+    assert len(warm_up_jobs("gfpgan", model_dir)) == len(warm_up_jobs("bench-resize", model_dir)) == 1
 
 
 async def test_the_benchmark_engines_simulated_job_time_is_not_spent_warming_up(

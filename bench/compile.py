@@ -31,8 +31,6 @@ import argparse
 import json
 import logging
 import math
-import os
-import platform
 import statistics
 import sys
 import time
@@ -48,6 +46,7 @@ sys.path.insert(0, str(ROOT / "bench"))  # already there when run as `python ben
 # bench/gpu.py's set-up: ``import enhancer.engines`` without ``enhancer/__init__`` (the service), so that a GPU box
 # needs only the model libraries.
 from gpu import _import_engines_only  # noqa: E402
+from gpu import environment as gpu_environment  # noqa: E402
 
 _import_engines_only()
 
@@ -217,17 +216,11 @@ def bench_photo(name: str, args: argparse.Namespace, device: torch.device, kinds
 
 
 def environment(device: torch.device) -> dict[str, str]:
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    env = {"python": platform.python_version(), "torch": torch.__version__, "cuda": str(torch.version.cuda),
-           "cudnn": str(torch.backends.cudnn.version()) if torch.backends.cudnn.is_available() else "none",
-           "device": compiled.device_id(device), "torch threads": str(torch.get_num_threads()),
-           "cpu cores usable": str(cores),
+    """bench/gpu.py's figures of the machine, with the device as the compile cache names it and the compilers."""
+    env = {**gpu_environment(device), "device": compiled.device_id(device),
            "torch_tensorrt": "importable" if compiled.tensorrt_available() else "absent"}
     if compiled.tensorrt_available():
         env["compiler versions (tensorrt)"] = compiled.compiler_version("tensorrt")
-    if device.type == "cuda":
-        p = torch.cuda.get_device_properties(device)
-        env["gpu memory"] = f"{p.total_memory / 2**30:.1f} GiB, {p.multi_processor_count} SMs"
     return env
 
 

@@ -16,7 +16,7 @@ import nats.errors
 import nats.js.errors
 from nats.js.api import ConsumerInfo
 
-from bus import capabilities, output_size, retrying, subjects
+from bus import BusUnavailable, capabilities, output_size, retrying, subjects
 from bus.schemas import FAILED, QUEUED, EnhanceJob, EnhanceOptions, TaskState
 from bus.texts import TASK_CANCELLED, TASK_CANCELLED_BY_USER, TASK_QUEUED, capability_name, said_of, stored
 
@@ -77,16 +77,12 @@ def route(res: Resources, options: EnhanceOptions) -> str:
 BUSY_RETRY_AFTER = 10
 
 
-def _busy(waiting: int) -> ApiError:
-    return ApiError(429, texts.BUSY(waiting=waiting), headers={"Retry-After": str(BUSY_RETRY_AFTER)})
-
-
 async def require_room(res: Resources) -> None:
     """Refuse early (429) when the bounded queue is full (jobs waiting for any capability), before storing
     anything."""
     waiting = (await queue_depth(res)).waiting
     if waiting >= res.settings.tasks.queue_limit:
-        raise _busy(waiting)
+        raise ApiError(429, texts.BUSY(waiting=waiting), headers={"Retry-After": str(BUSY_RETRY_AFTER)})
 
 
 def output_plan(res: Resources, width: int, height: int, options: EnhanceOptions) -> output_size.OutputPlan:
@@ -130,9 +126,13 @@ async def submit(
         # Idempotent thanks to Nats-Msg-Id: a retry after a lost acknowledgement is dropped as a duplicate.
         ack = await retrying(lambda: res.js.publish(subject, job.encode(), headers={
             subjects.MSG_ID_HEADER: task_id, subjects.TYPE_HEADER: EnhanceJob.TYPE}), what=f"task {task_id}: queue")
-    except nats.js.errors.APIError as e:  # the stream is full (a race past require_room): undo, refuse
+    except nats.js.errors.APIError as e:
+        # JetStream refused the job outright ("not now" was retried above): the stream has no message limit, so
+        # this is never a full queue (require_room sees that) but the bus failing over or out of storage: undo,
+        # and the client is told to come back (503, Retry-After) instead of being told the queue is full.
         await res.tasks.kv.delete(task_id)
-        raise _busy(res.settings.tasks.queue_limit) from e
+        raise BusUnavailable(f"task {task_id}: queue: JetStream refused the job ({e.code}/{e.err_code}: "
+                             f"{e.description})") from e
     # Remember the job's place in the stream (for "N ahead of you"): one conditional write, skipped
     # when a worker has claimed the task already. The answer stays the record as submitted (queued).
     await res.tasks.replace_if_unchanged(state.replace(queue_seq=ack.seq), revision)

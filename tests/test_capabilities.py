@@ -9,14 +9,16 @@ from typing import Any
 
 import msgpack
 import pytest
+from nats.js.errors import APIError
 
-from bus import capabilities, subjects
+from bus import BusUnavailable, capabilities, subjects
 from bus.capabilities import FACES, UPSCALE
 from bus.codec import SchemaError
 from bus.permissions import EDGE, ENHANCER, for_role
 from bus.schemas import EnhanceJob, EnhanceOptions, JobResult, TaskState
 from edge import dispatch, options
 from edge.errors import ApiError
+from edge.settings import EdgeSettings
 
 AUTO, WITH_FACES, PLAIN = EnhanceOptions(), EnhanceOptions(face_enhance=True), EnhanceOptions(face_enhance=False)
 
@@ -150,3 +152,28 @@ def test_the_edge_routes_by_what_healthy_workers_offer() -> None:
     assert refused.value.status == 503 and "Face restoration is not available" in refused.value.message
     # The base capability is every worker's: whoever answers the ping serves it (the registry may lag).
     assert dispatch.route(fleet(), PLAIN) == UPSCALE
+
+
+async def test_a_job_jetstream_refuses_is_undone_and_the_client_told_to_come_back() -> None:
+    """Not "the queue is full" (the edge checks that before, and the stream has no message limit): a refusal
+    during a fail-over is the bus being away (503 with Retry-After, ``edge.errors``), and no record is left."""
+    records: dict[str, str] = {}
+
+    async def create(state: TaskState) -> int:
+        records[state.task_id] = state.status
+        return 1
+
+    async def delete(task_id: str) -> None:
+        records.pop(task_id)
+
+    async def publish(*args: Any, **kwargs: Any) -> None:
+        raise APIError(code=500, err_code=10077, description="stream is offline")
+
+    res = fleet(("healthy", [UPSCALE]))
+    res.settings = EdgeSettings.from_env()
+    res.tasks = SimpleNamespace(create=create, kv=SimpleNamespace(delete=delete))
+    res.js = SimpleNamespace(publish=publish)
+    with pytest.raises(BusUnavailable, match=r"JetStream refused the job .*stream is offline"):
+        await dispatch.submit(res, task_id="t" * 32, input_key="inputs/t/p.jpg", input_name="p.jpg", input_size=10,
+                              width=20, height=20, options=PLAIN)
+    assert records == {}

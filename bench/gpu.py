@@ -334,8 +334,9 @@ class Bench:
             self.engine_has_half = "half" in inspect.signature(GFPGANEngine.__init__).parameters
             self.engine = GFPGANEngine(Path(scratch), self.device, **kwargs)
         self.model_dir = model_dir
-        self.engine.restore = CLOCK.wrap("restore", self.engine.restore)  # type: ignore[method-assign]
-        self._net32 = self.engine._net
+        restorer = self.engine.restorer
+        restorer.restore = CLOCK.wrap("restore", restorer.restore)  # type: ignore[method-assign]
+        self._net32 = restorer.net
         self._net16: torch.nn.Module | None = None
         self.patched = _instrument_module()
         # One CUDA stream per engine thread for the whole run, as a service would keep them: the caching
@@ -459,15 +460,15 @@ class Bench:
         started = time.perf_counter()
         self.engine.background = self._bg(cfg.bg_half, cfg.bg_nhwc)
         if self.engine_has_half:  # the engine's own fp16 (autocast, NaN/black fallback) since it has one
-            self.engine._net = self._net32
-            self.engine.half = self.cuda if cfg.face_half is None else cfg.face_half
+            self.engine.restorer.net = self._net32
+            self.engine.restorer.half = self.cuda if cfg.face_half is None else cfg.face_half
         else:
-            self.engine._net = self._net(bool(cfg.face_half))
-        self.engine.face_batch = cfg.face_batch
+            self.engine.restorer.net = self._net(bool(cfg.face_half))
+        self.engine.restorer.batch = cfg.face_batch
         opts = EnhanceOptions(scale=self.opts.scale, quality=self.opts.quality, tile_size=cfg.tile)
         old_bench = torch.backends.cudnn.benchmark
         torch.backends.cudnn.benchmark = cfg.cudnn_benchmark
-        nonfinite0 = getattr(self.engine._net, "nonfinite", 0)
+        nonfinite0 = getattr(self.engine.restorer.net, "nonfinite", 0)
         if self.cuda:
             torch.cuda.empty_cache()  # so that each config's reserved-memory peak is its own
         try:
@@ -509,7 +510,7 @@ class Bench:
             CLOCK.enabled = True
         bg = self.engine.background
         r.bg_dtype = "fp16" if bg.half else "fp32"
-        r.face_nonfinite = getattr(self.engine._net, "nonfinite", 0) - nonfinite0
+        r.face_nonfinite = getattr(self.engine.restorer.net, "nonfinite", 0) - nonfinite0
         r.wall_s = time.perf_counter() - started
         return r
 

@@ -25,7 +25,8 @@ class EnhancerSettings:
     tasks: TaskSettings
     #: Where weights live (GFPGANv1.4.pth, RetinaFace) and where converted Real-ESRGAN weights are cached.
     model_dir: Path = DEFAULT_MODEL_DIR
-    #: Jobs this worker runs at once; each has its own model instance and thread. None: "auto", which on CUDA is
+    #: Jobs this worker runs at once; each has its own thread and models, but GFPGAN's network is shared (the faces
+    #: of the photos the slots hold go through it together, ``engines.face_restorer``). None: "auto", which on CUDA is
     #: as many as the GPU's free memory holds, at most 4 (one Python process keeps about four engine threads'
     #: worth of GPU busy; ``enhancer.slots``), and 1 on CPU, where one job's model already uses every core.
     #: ``ENHANCER_CONCURRENCY=auto|N``.

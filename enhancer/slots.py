@@ -1,4 +1,5 @@
-"""How many slots (jobs at once, each with its own engines) a worker runs on a GPU, from the GPU's memory.
+"""How many slots (jobs at once, each with its own engines but one shared GFPGAN) a worker runs on a GPU, from the
+GPU's memory.
 
 Used when ``ENHANCER_CONCURRENCY=auto`` on CUDA; a CPU worker runs one slot (one job's model already uses
 every core). Pure arithmetic plus one query of the device (:func:`device_memory`), so it is testable anywhere.
@@ -15,8 +16,9 @@ photo; the peak live tensors of one forward pass were traced on the meta device 
   has its own CUDA stream, so slots do not share freed blocks). With cuDNN workspaces and fragmentation
   (~1.5×): **1.5 GiB per slot** for Real-ESRGAN.
 - GFPGAN v1.4, ten 512² faces in one batch under fp16 autocast: 2.6 GiB of activations (270 MiB per face),
-  330 MiB of fp32 weights and ~165 MiB of their fp16 copies; with the detector on the photo: **3.5 GiB** on top
-  of its Real-ESRGAN background.
+  330 MiB of fp32 weights and ~165 MiB of their fp16 copies: **3.1 GiB once per process**, since the slots share
+  one network and its passes run one at a time, at most ten faces each (``engines.face_restorer``); per slot,
+  the detector on the photo and the faces' crops: **0.5 GiB** on top of its Real-ESRGAN background.
 - Cross-check: docs/performance.md measured about 4 GB peak per process of 4 slots (light background model,
   ``tile_size=0`` on 1 MP, 0–3 faces per photo); the same arithmetic gives ~1.4 GiB per slot there, ~6 GiB
   per process: the estimates err on the safe side, by about 1.5×.
@@ -32,11 +34,11 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from .engines.registry import REGISTRY
+from .engines.registry import REGISTRY, EngineSpec
 
 log = logging.getLogger(__name__)
 
@@ -70,23 +72,42 @@ class SlotPlan:
 def slots_for(total_bytes: int, free_bytes: int, per_slot_bytes: int, *,
               reserve_bytes: int = PROCESS_RESERVE_BYTES, headroom: float = HEADROOM,
               max_per_process: int = MAX_SLOTS_PER_PROCESS, max_per_gpu: int = MAX_SLOTS_PER_GPU) -> SlotPlan:
-    """Slots for one process on a GPU with ``free_bytes`` of ``total_bytes`` free; never fewer than one (a card
-    too small for one slot's estimate may still run small tiles: the engines shrink them on out-of-memory)."""
+    """Slots for one process on a GPU with ``free_bytes`` of ``total_bytes`` free, each process needing
+    ``reserve_bytes`` besides its slots; never fewer than one (a card too small for one slot's estimate may still
+    run small tiles: the engines shrink them on out-of-memory)."""
     if per_slot_bytes <= 0:
         raise ValueError("per_slot_bytes must be positive")
-    usable = min(free_bytes, int(total_bytes * headroom)) - reserve_bytes
-    fit = max(usable // per_slot_bytes, 0)
+    budget = min(free_bytes, int(total_bytes * headroom))
+    fit = max((budget - reserve_bytes) // per_slot_bytes, 0)
     slots = max(1, min(fit, max_per_process))
-    processes = max(1, math.ceil(min(fit, max_per_gpu) / max_per_process))
+    full_processes = budget // (reserve_bytes + max_per_process * per_slot_bytes)
+    processes = max(1, min(full_processes, math.ceil(max_per_gpu / max_per_process)))
     return SlotPlan(slots=slots, fit=fit, processes=processes)
+
+
+def plan(total_bytes: int, free_bytes: int, engines: Iterable[str]) -> SlotPlan:
+    """:func:`slots_for` a worker running ``engines``: per slot their ``slot_bytes``, per process the reserve
+    plus what its slots share (GFPGAN's network and its pass)."""
+    engines = list(engines)
+    return slots_for(total_bytes, free_bytes, slot_bytes(engines),
+                     reserve_bytes=PROCESS_RESERVE_BYTES + shared_bytes(engines))
 
 
 def slot_bytes(engines: Iterable[str]) -> int:
     """Estimated peak bytes of one slot running ``engines`` (none named: every engine that serves people; an
     unknown name counts as the largest)."""
+    return _footprint(engines, lambda spec: spec.slot_bytes)
+
+
+def shared_bytes(engines: Iterable[str]) -> int:
+    """Estimated bytes of what the slots of a worker running ``engines`` share, once per process (same rules)."""
+    return _footprint(engines, lambda spec: spec.shared_bytes)
+
+
+def _footprint(engines: Iterable[str], size: Callable[[EngineSpec], int]) -> int:
     names = list(engines) or [name for name, spec in REGISTRY.items() if not spec.benchmark_only]
-    largest = max(spec.slot_bytes for spec in REGISTRY.values())
-    return sum(REGISTRY[name].slot_bytes if name in REGISTRY else largest for name in names)
+    largest = max(size(spec) for spec in REGISTRY.values())
+    return sum(size(REGISTRY[name]) if name in REGISTRY else largest for name in names)
 
 
 def device_memory(device: Any) -> tuple[int, int] | None:
@@ -110,10 +131,11 @@ def auto_slots(device: Any, engines: Iterable[str], memory: tuple[int, int] | No
         return UNKNOWN_MEMORY_SLOTS
     free, total = memory
     engines = list(engines)
-    need = slot_bytes(engines)
-    plan = slots_for(total, free, need)
-    more = (f"; the GPU could take {plan.processes} such processes (ENHANCER_REPLICAS)"
-            if plan.processes > 1 else "")
-    log.info("%s: %.1f of %.1f GiB free, ~%.1f GiB per slot (%s, estimated): %d slots%s", device, free / GiB,
-             total / GiB, need / GiB, "+".join(engines) or "all engines", plan.slots, more)
-    return plan.slots
+    planned = plan(total, free, engines)
+    more = (f"; the GPU could take {planned.processes} such processes (ENHANCER_REPLICAS)"
+            if planned.processes > 1 else "")
+    log.info("%s: %.1f of %.1f GiB free, ~%.1f GiB per slot and %.1f per process (%s, estimated): %d slots%s",
+             device, free / GiB, total / GiB, slot_bytes(engines) / GiB,
+             (PROCESS_RESERVE_BYTES + shared_bytes(engines)) / GiB, "+".join(engines) or "all engines",
+             planned.slots, more)
+    return planned.slots

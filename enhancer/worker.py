@@ -71,7 +71,7 @@ from bus.tasks import TaskStore
 from bus.texts import Said, said_of, stored
 
 from . import metrics
-from .engines import Engine, EngineError, EnhanceOptions, create_engine, use_own_cuda_stream
+from .engines import Engine, EngineError, EnhanceOptions, Shared, create_engine, use_own_cuda_stream
 from .engines.base import no_progress
 from .engines.registry import REGISTRY, engines_by_capability, get, quality_models
 from .imaging import ImageError, decode, encode, shrink, upscale_alpha
@@ -155,7 +155,8 @@ class Slot:
     engine step: the one on the engine plus ``prefetch`` prepared ones waiting for it.
     """
 
-    def __init__(self, index: int, settings: EnhancerSettings, device: Any, *, prefetch: int) -> None:
+    def __init__(self, index: int, settings: EnhancerSettings, device: Any, *, prefetch: int,
+                 shared: Shared) -> None:
         self.index = index
         self.executor = ThreadPoolExecutor(1, thread_name_prefix=f"engine-{index}",
                                            initializer=use_own_cuda_stream, initargs=(device,))
@@ -164,6 +165,7 @@ class Slot:
         self.last_turn: asyncio.Future[None] | None = None
         self._settings = settings
         self._device = device
+        self._shared = shared
         self._engines: dict[str, Engine] = {}
         #: The engine step that overran its job's deadline and still runs; the slot is retired until it returns.
         self.stuck: Future[Any] | None = None
@@ -206,10 +208,11 @@ class Slot:
         before the worker takes any job."""
         if name not in self._engines:
             # The engines it builds on are this slot's own (GFPGAN's background upsampler is the slot's
-            # Real-ESRGAN): one copy of their weights per slot.
+            # Real-ESRGAN): one copy of their weights per slot. What slots share is in ``shared``.
             needs = {dependency: self.engine(dependency) for dependency in get(name).needs}
             self._engines[name] = create_engine(name, self._settings.model_dir, self._device, needs=needs,
-                                                max_faces=self._settings.max_faces, compile=self._settings.compile)
+                                                max_faces=self._settings.max_faces, compile=self._settings.compile,
+                                                shared=self._shared)
         return self._engines[name]
 
     def warm_up(self, names: Iterable[str]) -> dict[str, float | Exception]:
@@ -331,7 +334,10 @@ class Worker:
         #: One entry per admission a slot has free. Filled round-robin, so that with several slots every
         #: engine gets a job before any slot prefetches a second one.
         self._slots: asyncio.Queue[Slot] = asyncio.Queue()
-        self._all_slots = [Slot(i, settings, device, prefetch=self.prefetch) for i in range(settings.concurrency)]
+        # One GFPGAN network for every slot (engines.face_restorer): the faces of the photos they hold share passes.
+        shared = Shared()
+        self._all_slots = [Slot(i, settings, device, prefetch=self.prefetch, shared=shared)
+                           for i in range(settings.concurrency)]
         for _ in range(1 + self.prefetch):
             for slot in self._all_slots:
                 self._slots.put_nowait(slot)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from enhancer.engines.base import Engine, EngineError, EngineResult, EnhanceOptions, Progress
-from enhancer.engines.registry import REGISTRY, BuildContext, EngineSpec, available_engines, get
+from enhancer.engines.registry import REGISTRY, BuildContext, EngineSpec, Shared, available_engines, get
 
 if TYPE_CHECKING:
     import torch
@@ -25,6 +25,7 @@ __all__ = [
     "EngineSpec",
     "EnhanceOptions",
     "Progress",
+    "Shared",
     "available_engines",
     "create_engine",
     "get",
@@ -61,17 +62,18 @@ def use_own_cuda_stream(device: torch.device | str) -> None:
 
 def create_engine(
     name: str, model_dir: Path, device: torch.device | str, *, needs: Mapping[str, Engine] | None = None,
-    max_faces: int = 10, compile: str = "off",
+    max_faces: int = 10, compile: str = "off", shared: Shared | None = None,
 ) -> Engine:
     """Build engine ``name`` of the registry; one that loads weights does so now (fails early).
 
     ``needs``: engines it builds on (its spec's ``needs``), already built, to share instead of loading its own.
     ``compile``: ``ENHANCER_COMPILE`` (``registry.COMPILE_MODES``), for the engines that compile their networks.
+    ``shared``: what the other slots of the worker share with this one (none given: nothing is shared).
     """
     spec = get(name)
     _limit_cpu_threads()
     return spec.build(BuildContext(Path(model_dir), device, max_faces=max_faces, needs=dict(needs or {}),
-                                   compile=compile))
+                                   compile=compile, shared=shared or Shared()))
 
 
 def _limit_cpu_threads() -> None:

@@ -11,10 +11,11 @@ Importing this module is cheap (no torch): each engine's module is imported by i
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from bus.capabilities import CAPABILITIES, FACES, UPSCALE
 from bus.schemas import QUALITIES, SCALES, EnhanceOptions
@@ -26,6 +27,24 @@ GFPGAN_WEIGHTS = "GFPGANv1.4.pth"
 #: ``ENHANCER_COMPILE``: auto is TensorRT when it imports, else torch.compile, on CUDA, and OpenVINO on a CPU; see
 #: ``enhancer.engines.compiled``.
 COMPILE_MODES = ("auto", "off", "torch", "tensorrt", "openvino")
+
+
+T = TypeVar("T")
+
+
+class Shared:
+    """What the slots of one worker share (one process, one device): each item is built once, by the first slot
+    that asks for it, while the others wait (slots build their engines in their own threads, at once)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._items: dict[str, Any] = {}
+
+    def get(self, key: str, build: Callable[[], T]) -> T:
+        with self._lock:
+            if key not in self._items:
+                self._items[key] = build()
+            return self._items[key]
 
 
 @dataclass(frozen=True)
@@ -40,6 +59,8 @@ class BuildContext:
     needs: Mapping[str, Engine] = field(default_factory=dict)
     #: One of :data:`COMPILE_MODES` (``ENHANCER_COMPILE``); off unless the service's settings say otherwise.
     compile: str = "off"
+    #: What the worker's slots share (GFPGAN's network); a fresh one shares nothing.
+    shared: Shared = field(default_factory=Shared)
 
 
 @dataclass(frozen=True)
@@ -65,6 +86,8 @@ class EngineSpec:
     #: Estimated device memory one slot's instance needs at its peak, beside the engines it builds on
     #: (``enhancer.slots`` argues the figures; ``ENHANCER_CONCURRENCY=auto`` on CUDA divides the GPU by them).
     slot_bytes: int = 0
+    #: Estimated device memory of what the worker's slots share of it (:class:`Shared`), once per process.
+    shared_bytes: int = 0
 
     def __post_init__(self) -> None:
         unknown = self.capabilities - set(CAPABILITIES)
@@ -88,11 +111,13 @@ def _realesrgan(ctx: BuildContext) -> Engine:
 
 
 def _gfpgan(ctx: BuildContext) -> Engine:
-    from .gfpgan import GFPGANEngine
+    from .gfpgan import GFPGANEngine, load_restorer
 
-    # The background upsampler is the slot's own Real-ESRGAN engine: one copy of those weights per slot.
+    # One GFPGAN network for all the worker's slots, whose photos' faces share its passes; the background
+    # upsampler is the slot's own Real-ESRGAN engine (one copy of those weights per slot, tiles on its own thread).
+    restorer = ctx.shared.get(GFPGAN_WEIGHTS, lambda: load_restorer(ctx.model_dir, ctx.device, batch=ctx.max_faces))
     return GFPGANEngine(ctx.model_dir, ctx.device, background=ctx.needs.get(REALESRGAN.name),  # type: ignore[arg-type]
-                        max_faces=ctx.max_faces)
+                        restorer=restorer, max_faces=ctx.max_faces)
 
 
 def _bench_resize(ctx: BuildContext) -> Engine:
@@ -107,7 +132,8 @@ REALESRGAN = EngineSpec(
     capabilities=frozenset({UPSCALE}), build=_realesrgan, slot_bytes=int(1.5 * 2**30))
 GFPGAN = EngineSpec(
     name="gfpgan", models="GFPGANv1.4 + RealESRGAN background", capabilities=frozenset({FACES}),
-    build=_gfpgan, weights=(GFPGAN_WEIGHTS,), needs=(REALESRGAN.name,), slot_bytes=int(3.5 * 2**30))
+    build=_gfpgan, weights=(GFPGAN_WEIGHTS,), needs=(REALESRGAN.name,), slot_bytes=int(0.5 * 2**30),
+    shared_bytes=int(3.1 * 2**30))
 #: A stand-in for every engine (Lanczos resize), so benchmarks measure the service rather than a model.
 BENCH_RESIZE = EngineSpec(
     name="bench-resize", models="lanczos (benchmark only)", capabilities=frozenset(CAPABILITIES),

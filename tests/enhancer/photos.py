@@ -1,6 +1,10 @@
-"""Helpers for the engine tests: real photos from scikit-image, picture measures and a progress recorder."""
+"""Helpers for the engine tests: real photos from scikit-image, picture measures, a progress recorder, and a
+wait for what other threads do."""
 
 from __future__ import annotations
+
+import time
+from collections.abc import Callable
 
 import cv2
 import numpy as np
@@ -33,3 +37,11 @@ class Recorder:
 
     def stage(self, name: str) -> list[tuple[int, int]]:
         return [(d, t) for s, d, t in self.events if s == name]
+
+
+def until(done: Callable[[], bool], what: str, timeout: float = 30) -> None:
+    """Wait for a state that other threads bring about (``what`` names it when it never comes)."""
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert time.monotonic() < deadline, f"never happened: {what}"
+        time.sleep(0.005)

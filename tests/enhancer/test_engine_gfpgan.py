@@ -9,8 +9,11 @@ weights), and so is the Real-ESRGAN background.
 from __future__ import annotations
 
 import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -18,7 +21,9 @@ import pytest
 import skimage.data
 import torch
 
+from bus.settings import NatsSettings, S3Settings, TaskSettings
 from enhancer.engines import EngineError, EnhanceOptions, available_engines
+from enhancer.engines.base import no_progress
 from enhancer.engines.faces import (
     FACE_SIZE,
     RETINAFACE_WEIGHTS,
@@ -31,8 +36,10 @@ from enhancer.engines.faces import (
 )
 from enhancer.engines.gfpgan import GFPGANEngine, gfpgan_arch
 from enhancer.engines.realesrgan import RealESRGANEngine
+from enhancer.settings import EnhancerSettings
+from enhancer.worker import Worker
 
-from .photos import Recorder, shrink
+from .photos import Recorder, shrink, until
 
 FAST = EnhanceOptions(quality="fast", tile_size=0)
 
@@ -70,12 +77,12 @@ def test_restores_faces_and_pastes_them_into_the_background(
 ) -> None:
     """Both faces restored in batches of 2 — and an injected OOM on that batch forces batches of 1."""
     photo = two_faces()
-    gfpgan.simulate_oom_batch_above = 1
+    gfpgan.restorer.simulate_oom_batch_above = 1
     try:
         with caplog.at_level(logging.WARNING):
             result = gfpgan.enhance(photo, FAST, recorder)
     finally:
-        gfpgan.simulate_oom_batch_above = None
+        gfpgan.restorer.simulate_oom_batch_above = None
     assert "retrying with batches of 1" in caplog.text
 
     assert result.image.shape == (1024, 1536, 3)
@@ -103,12 +110,12 @@ def test_restores_faces_and_pastes_them_into_the_background(
 
 
 def test_out_of_memory_for_a_single_face_fails_clearly(gfpgan: GFPGANEngine, recorder: Recorder) -> None:
-    gfpgan.simulate_oom_batch_above = 0
+    gfpgan.restorer.simulate_oom_batch_above = 0
     try:
         with pytest.raises(EngineError, match="Not enough GPU memory to restore the faces"):
             gfpgan.enhance(two_faces(), FAST, recorder)
     finally:
-        gfpgan.simulate_oom_batch_above = None
+        gfpgan.restorer.simulate_oom_batch_above = None
     assert recorder.stage("restoring") == []  # never handed back an unrestored face
 
 
@@ -158,15 +165,49 @@ def one_pass(gfpgan_dir: Path, sr_engine: RealESRGANEngine) -> GFPGANEngine:
     return GFPGANEngine(gfpgan_dir, "cpu", background=sr_engine, max_faces=10)
 
 
-def test_all_faces_of_a_photo_go_through_one_forward_pass(one_pass: GFPGANEngine, recorder: Recorder) -> None:
-    assert (one_pass.face_batch, one_pass.half) == (10, False)  # fp16 is for CUDA only by default
-    batches: list[int] = []
-    hook = one_pass._net.register_forward_hook(lambda _m, args, _out: batches.append(args[0].shape[0]))
+class Gated(torch.nn.Module):
+    """The real network, except its first pass: that one waits for ``release`` and computes nothing (its photo
+    only keeps the restorer busy while others line up)."""
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        super().__init__()
+        self.net, self.release, self.passes = net, threading.Event(), []
+
+    def forward(self, x: torch.Tensor, **kwargs: object) -> tuple[torch.Tensor, ...]:
+        self.passes.append(x.shape[0])
+        if len(self.passes) == 1:
+            assert self.release.wait(60)
+            return (torch.zeros_like(x),)
+        return self.net(x, **kwargs)
+
+
+def test_the_faces_of_photos_held_at_once_go_through_one_pass_as_they_would_alone(
+        one_pass: GFPGANEngine, one_face: tuple[list[np.ndarray], list[np.ndarray]]) -> None:
+    """Two photos' faces handed in while a pass runs share the next GFPGAN pass, and each photo gets back its own
+    face as a pass of its own would restore it (to within one level of 255: convolutions sum in another order
+    for a batch of two)."""
+    restorer = one_pass.restorer
+    assert (restorer.batch, restorer.half) == (10, False)  # every face of a photo in one pass; fp16 for CUDA only
+    crops, expected = one_face
+    other = aligned_crops(one_pass, two_faces())[1]
+    net = restorer.net
+    restorer.net = gated = Gated(net)
     try:
-        result = one_pass.enhance(two_faces(), FAST, recorder)
+        with ThreadPoolExecutor(3) as pool:
+            pool.submit(restorer.restore, [np.zeros_like(other)], no_progress)
+            until(lambda: gated.passes == [1], "the first pass started")
+            mine = pool.submit(restorer.restore, crops, no_progress)
+            until(lambda: restorer.waiting() == 1, "the first photo waits")
+            theirs = pool.submit(restorer.restore, [other], no_progress)
+            until(lambda: restorer.waiting() == 2, "the second photo waits")
+            gated.release.set()
+            [face], [their_face] = mine.result(), theirs.result()
     finally:
-        hook.remove()
-    assert result.faces == 2 and batches == [2]
+        restorer.net = net
+    assert gated.passes == [1, 2]
+    difference = np.abs(face.astype(int) - expected[0])
+    assert difference.max() <= 1 and difference.mean() < 0.01
+    assert not np.array_equal(their_face, face)  # its own face (the mirror image's), not the first photo's
 
 
 class Spoiled(torch.nn.Module):
@@ -189,9 +230,10 @@ class Spoiled(torch.nn.Module):
 
 @pytest.fixture(scope="module")
 def one_face(one_pass: GFPGANEngine) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """One aligned face and its fp32 restoration, made once for the fp16 tests (each pass is seconds on a CPU)."""
+    """One aligned face and its fp32 restoration, made once for the batching and fp16 tests (each pass is seconds
+    on a CPU)."""
     crops = aligned_crops(one_pass, two_faces())[:1]
-    expected = one_pass._forward(crops, half=False)
+    expected = one_pass.restorer.forward(crops, half=False)
     assert expected is not None
     return crops, expected
 
@@ -201,18 +243,19 @@ def test_unusable_fp16_output_is_redone_in_fp32_and_fp16_stays_off(
         one_pass: GFPGANEngine, one_face: tuple[list[np.ndarray], list[np.ndarray]], recorder: Recorder,
         value: float, caplog: pytest.LogCaptureFixture) -> None:
     crops, expected = one_face
-    net = one_pass._net
-    one_pass._net = spoiled = Spoiled(net, value)
-    one_pass.half = True
+    restorer = one_pass.restorer
+    net = restorer.net
+    restorer.net = spoiled = Spoiled(net, value)
+    restorer.half = True
     try:
         with caplog.at_level(logging.WARNING):
-            restored = one_pass.restore(crops, recorder)
-            again = one_pass.restore(crops, recorder)
+            restored = restorer.restore(crops, recorder)
+            again = restorer.restore(crops, recorder)
     finally:
-        one_pass._net, one_pass_half = net, one_pass.half
-        one_pass.half = False
+        restorer.net, half_after = net, restorer.half
+        restorer.half = False
     assert "GFPGAN in fp16 gave NaN/inf or black faces" in caplog.text
-    assert spoiled.half_calls == 1 and one_pass_half is False  # tried once in fp16, then fp32 for good
+    assert spoiled.half_calls == 1 and half_after is False  # tried once in fp16, then fp32 for good
     for got in (restored, again):
         assert all(np.array_equal(a, b) for a, b in zip(got, expected, strict=True))
 
@@ -227,7 +270,7 @@ def test_face_strength_blends_from_the_photos_face_to_the_restored_one(
     """Through the engine, on the real GFPGANv1Clean architecture: the GFPGAN pass runs once (its output is
     reused for the second strength: the same crops give the same faces), and never for strength 0."""
     photo = shrink(skimage.data.astronaut(), 160, 160)
-    restore, passes, kept = gfpgan.restore, [], {}
+    restore, passes, kept = gfpgan.restorer.restore, [], {}
 
     def restore_once(crops: list[np.ndarray], progress) -> list[np.ndarray]:
         passes.append(len(crops))
@@ -235,7 +278,7 @@ def test_face_strength_blends_from_the_photos_face_to_the_restored_one(
             kept["faces"] = restore(crops, progress)
         return kept["faces"]
 
-    monkeypatch.setattr(gfpgan, "restore", restore_once)
+    monkeypatch.setattr(gfpgan.restorer, "restore", restore_once)
     background = gfpgan.background.enhance(photo, FAST, lambda *a: None).image.astype(int)
     recorders = {s: Recorder() for s in (1.0, 0.5, 0.0)}
     out = {s: gfpgan.enhance(photo, replace(FAST, face_strength=s), recorders[s]) for s in recorders}
@@ -270,3 +313,23 @@ def test_paste_at_strength_zero_leaves_the_background_exactly() -> None:
     expected = background + (full - background) * 0.25
     assert np.abs(quarter - expected).max() <= 1.5
     assert (full != background).any()
+
+
+def test_the_slots_of_a_worker_share_one_gfpgan_network(
+        gfpgan_dir: Path, model_dir: Path, sr_engine: RealESRGANEngine, tmp_path: Path) -> None:
+    """One copy of GFPGAN's weights per worker, whose passes its slots share; each slot keeps its own detector
+    (it holds per-call state) and its own Real-ESRGAN (tiles on its own thread). ``sr_engine``: model_dir's
+    Real-ESRGAN weights are converted."""
+    models = tmp_path / "models"
+    models.mkdir()
+    for f in [*model_dir.iterdir(), gfpgan_dir / "GFPGANv1.4.pth"]:
+        if f.is_file():
+            (models / f.name).symlink_to(f)
+    settings = EnhancerSettings(nats=NatsSettings(), s3=S3Settings(), tasks=TaskSettings(), model_dir=models,
+                                concurrency=2, compile="off").for_device("cpu")
+    bus = SimpleNamespace(jetstream=lambda: None)  # building engines asks nothing of the bus
+    worker = Worker(settings, bus, None, None, device="cpu", engines=["realesrgan", "gfpgan"])  # type: ignore[arg-type]
+    first, second = (slot.engine("gfpgan") for slot in worker._all_slots)
+    assert isinstance(first, GFPGANEngine) and isinstance(second, GFPGANEngine)
+    assert first.restorer is second.restorer
+    assert first.background is not second.background and first.detector is not second.detector

@@ -1,8 +1,8 @@
 """How many slots ``ENHANCER_CONCURRENCY=auto`` gives a GPU worker, from the card's memory (``enhancer.slots``).
 
-The expected figures follow from the per-slot estimates in ``enhancer/slots.py`` (1.5 GiB for Real-ESRGAN,
-3.5 GiB more with GFPGAN, 1 GiB per process, 90 % of the card): when a GPU run measures other footprints,
-those constants change and so do these figures.
+The expected figures follow from the estimates in ``enhancer/slots.py`` (per slot 1.5 GiB for Real-ESRGAN and
+0.5 GiB more with GFPGAN; per process 1 GiB, and 3.1 GiB more for the GFPGAN network its slots share; 90 % of the
+card): when a GPU run measures other footprints, those constants change and so do these figures.
 """
 
 from __future__ import annotations
@@ -24,14 +24,14 @@ CARDS = {"H200 141 GB": 139.8, "H100/A100 80 GB": 79.1, "RTX 4090 24 GB": 23.6, 
 
 def plan(card: str, engines: list[str], used: float = 0.5) -> slots.SlotPlan:
     total = int(CARDS[card] * GiB)
-    return slots.slots_for(total, total - int(used * GiB), slots.slot_bytes(engines))
+    return slots.plan(total, total - int(used * GiB), engines)
 
 
 @pytest.mark.parametrize(("card", "faces", "upscale"), [
     ("H200 141 GB", (4, 3), (4, 3)),  # (slots in this process, processes the GPU could take)
     ("H100/A100 80 GB", (4, 3), (4, 3)),
-    ("RTX 4090 24 GB", (4, 1), (4, 3)),
-    ("RTX 4080 16 GB", (2, 1), (4, 2)),
+    ("RTX 4090 24 GB", (4, 1), (4, 3)),  # a second process with faces would load GFPGAN again: it does not fit
+    ("RTX 4080 16 GB", (4, 1), (4, 2)),
     ("RTX 3070 8 GB", (1, 1), (4, 1)),
     ("GTX 1650 4 GB", (1, 1), (1, 1)),
 ])
@@ -51,8 +51,18 @@ def test_a_card_too_small_for_one_slot_still_runs_one() -> None:
 def test_memory_already_taken_by_another_process_is_not_counted_twice() -> None:
     """A second enhancer on a card the first one already fills gets what is left, not the card's size."""
     total = int(79.1 * GiB)
-    assert slots.slots_for(total, total - int(67 * GiB), slots.slot_bytes(FACES)).slots == 2  # 12 GiB free
-    assert slots.slots_for(total, int(6 * GiB), slots.slot_bytes(FACES)).slots == 1
+    assert slots.plan(total, total - int(68 * GiB), FACES).slots == 3  # 11 GiB free
+    assert slots.plan(total, int(6 * GiB), FACES).slots == 1
+
+
+def test_the_slots_share_gfpgan_so_its_network_counts_once_per_process() -> None:
+    """Four slots with faces need four backgrounds and detectors but one GFPGAN: on a 16 GB card that is the
+    difference between two slots (a GFPGAN per slot: 4 GiB each) and four."""
+    assert slots.shared_bytes(FACES) == REGISTRY["gfpgan"].shared_bytes > 0 == slots.shared_bytes(UPSCALE)
+    total, free = int(15.7 * GiB), int(15.2 * GiB)
+    assert slots.plan(total, free, FACES).slots == 4
+    each_its_own = slots.slot_bytes(FACES) + slots.shared_bytes(FACES)
+    assert slots.slots_for(total, free, each_its_own).slots == 2
 
 
 def test_each_engine_adds_its_footprint_and_an_unknown_one_counts_as_the_largest() -> None:
@@ -68,7 +78,7 @@ def test_auto_concurrency_follows_the_gpus_memory_and_an_explicit_value_wins(
     monkeypatch.delenv("ENHANCER_CONCURRENCY", raising=False)
     auto = EnhancerSettings.from_env()
     small = (int(15.2 * GiB), int(15.7 * GiB))  # a 16 GB card, as (free, total)
-    assert auto.for_device(torch.device("cuda"), FACES, memory=small).concurrency == 2
+    assert auto.for_device(torch.device("cuda"), FACES, memory=small).concurrency == 4
     assert auto.for_device(torch.device("cuda"), UPSCALE, memory=small).concurrency == 4
     assert auto.for_device(torch.device("cpu"), FACES, memory=small).concurrency == 1  # a CPU: one job at a time
     monkeypatch.setenv("ENHANCER_CONCURRENCY", "3")

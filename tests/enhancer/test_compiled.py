@@ -138,6 +138,48 @@ def test_the_cache_folder_is_made_under_model_dir_and_reused_by_the_next_build(t
     assert half.folders[0] != first.folders[0] and half.folders[0].parent == tmp_path / "compiled"
 
 
+class Counted(torch.nn.Module):
+    """The eager reference, counting its runs."""
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        super().__init__()
+        self.net, self.runs = net, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.runs += 1
+        return self.net(x)
+
+
+def test_a_warm_cache_checks_the_compiled_network_against_eager_without_running_eager(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Eager runs on the check tile at the first build only (x4plus: seconds per start on a CPU); later builds
+    compare with its saved output, so one that has gone wrong since is still refused; a damaged file is remade."""
+    net = tiny_net()
+    reference = Counted(net)
+
+    def build(make: Callable[[torch.nn.Module], compiled.Compiled]) -> torch.nn.Module:
+        return compiled.compile_net(net, name="tiny", mode="torch", edge=24, device=CPU, dtype=torch.float32,
+                                    layout=torch.contiguous_format, cache_root=tmp_path / "compiled",
+                                    reference=reference, backend=Calls(make))
+
+    first = build(lambda inner: inner)
+    assert isinstance(first, compiled.CompiledNet) and reference.runs == 1
+    [folder] = (tmp_path / "compiled").iterdir()
+    assert json.loads((folder / "build.json").read_text())["reference_was_cached"] is False
+    again = build(lambda inner: inner)
+    assert isinstance(again, compiled.CompiledNet) and reference.runs == 1
+    record = json.loads((folder / "build.json").read_text())
+    assert record["reference_was_cached"] is True and record["psnr_db"] > 100
+
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        assert build(_inaccurate) is net  # checked against the saved output: 40 dB, refused
+    assert reference.runs == 1 and "40.0 dB from eager fp32 on the check tile" in caplog.text
+
+    (folder / compiled.REFERENCE_FILE).write_bytes(b"not an array")
+    assert isinstance(build(lambda inner: inner), compiled.CompiledNet) and reference.runs == 2
+    assert isinstance(build(lambda inner: inner), compiled.CompiledNet) and reference.runs == 2
+
+
 # --------------------------------------------------------------------------------------------------------
 # When nothing is compiled
 # --------------------------------------------------------------------------------------------------------

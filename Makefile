@@ -11,7 +11,7 @@ WEB_STAMP := web/node_modules/.installed
 NPM := PATH="$$(cat $(abspath $(NODE_STAMP)))$$PATH" npm
 WEB_SRC   := $(shell find web/src web/public -type f 2>/dev/null) $(wildcard web/index.html web/*.ts web/*.json)
 
-.PHONY: install system-run system-test web web-types run test lint bench clean
+.PHONY: install system-run system-test web web-types run test lint bench screenshots clean
 
 system-run:
 	@sh .ci/system-packages run
@@ -75,6 +75,10 @@ test: system-test install web
 
 lint: install
 	$(BIN)/ruff check .
+
+## The README's screenshots (docs/screenshots), taken by the browser test; `make test` keeps its own elsewhere.
+screenshots: system-test install web
+	SCREENSHOT_DIR=$(abspath docs/screenshots) $(BIN)/python -m pytest tests/web/test_browser.py
 
 bench: install
 	$(BIN)/python bench/models.py --quick

@@ -6,7 +6,8 @@
 
 Per model, on one tile (the compiled shape: tile + 2 × 10 pixels of context) of a real photo (scikit-image's
 astronaut): eager fp32 (the reference), eager at the engine's precision (fp16 NHWC on CUDA: what runs today),
-and each compiler available here: torch.compile (inductor) and, when ``torch_tensorrt`` imports, TensorRT.
+and each compiler available here: torch.compile (inductor), on CUDA TensorRT when ``torch_tensorrt`` imports, and
+on a CPU OpenVINO (what ``ENHANCER_COMPILE=auto`` runs there).
 Compiled networks are built by ``enhancer.engines.compiled.build`` exactly as the engine builds them (cache
 folder, check tile), but without the 45 dB gate, so that a failing figure is printed rather than replaced by
 eager. Then a whole photo through the engine (tiles, edge tiles grown to the compiled shape), compiled engine vs
@@ -228,8 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     parser.add_argument("--models", nargs="+", help="default: realesr-general-x4v3, and RealESRGAN_x4plus on CUDA")
-    parser.add_argument("--compilers", nargs="+", choices=["torch", "tensorrt"],
-                        help="default: torch, and tensorrt when torch_tensorrt imports (CUDA only)")
+    parser.add_argument("--compilers", nargs="+", choices=["torch", "tensorrt", "openvino"],
+                        help="default: torch, and tensorrt when torch_tensorrt imports on CUDA, openvino on a CPU")
     parser.add_argument("--tile", type=int, help="tile edge without context (default 400 on CUDA, 64 on CPU)")
     parser.add_argument("--photo", type=int, help="edge of the whole-photo run (default 1000 on CUDA, 128 on CPU)")
     parser.add_argument("--no-photo", action="store_true", help="tiles only, no whole-photo run")
@@ -251,7 +252,9 @@ def main(argv: list[str] | None = None) -> int:
     args.model_dir.mkdir(parents=True, exist_ok=True)
     models = args.models or ["realesr-general-x4v3"] + (["RealESRGAN_x4plus"] if cuda else [])
     models = [m for m in models if m == "realesr-general-x4v3" or weights.SR_MODELS[m].available(args.model_dir)]
-    kinds = args.compilers or (["torch"] + (["tensorrt"] if cuda and compiled.tensorrt_available() else []))
+    extra = (["tensorrt"] if compiled.tensorrt_available() else []) if cuda else (
+        ["openvino"] if compiled.openvino_available() else [])
+    kinds = args.compilers or ["torch", *extra]
     env = environment(device)
     print("bench/compile.py:", ", ".join(f"{k} {v}" for k, v in env.items()), flush=True)
     print(f"  models {models}, compilers {kinds}, tile {args.tile} (+{TILE_PAD} context each side), "

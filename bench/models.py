@@ -2,6 +2,7 @@
 
     python bench/models.py --quick          # 256² only, fast/high, tiles 0 and 256 (a few minutes on CPU)
     python bench/models.py                  # everything: 256² and 1 MP, all qualities, tiles 0/256/512
+    python bench/models.py --compile auto   # as the service runs them (ENHANCER_COMPILE; default here: off, eager)
 
 Each case runs in a fresh subprocess so that its peak memory (ru_maxrss, and on CUDA
 torch.cuda.max_memory_allocated) is its own; model loading and one small warm-up run are not timed.
@@ -37,7 +38,8 @@ def _photo(size: str):
     return cv2.resize(src, (w, h), interpolation=interp)
 
 
-def run_case(engine_name: str, quality: str, size: str, tile: int, model_dir: Path, device_pref: str) -> dict:
+def run_case(engine_name: str, quality: str, size: str, tile: int, model_dir: Path, device_pref: str,
+             compile: str = "off") -> dict:
     """One measurement, in this process. Returns a JSON-able row."""
     import torch
 
@@ -50,10 +52,11 @@ def run_case(engine_name: str, quality: str, size: str, tile: int, model_dir: Pa
     if engine_name == "gfpgan" and not (model_dir / "GFPGANv1.4.pth").is_file():
         with tempfile.TemporaryDirectory(prefix="bench-gfpgan-") as scratch:  # 348 MB: do not leave it behind
             torch.save({"params_ema": gfpgan_arch().state_dict()}, Path(scratch) / "GFPGANv1.4.pth")
-            engine = GFPGANEngine(Path(scratch), device, background=RealESRGANEngine(model_dir, device))
+            engine = GFPGANEngine(Path(scratch), device,
+                                  background=RealESRGANEngine(model_dir, device, compile=compile))
         note = "random GFPGAN weights (no GFPGANv1.4.pth): timing only"
     else:
-        engine = create_engine(engine_name, model_dir, device)
+        engine = create_engine(engine_name, model_dir, device, compile=compile)
     opts = EnhanceOptions(scale=4, quality=quality, tile_size=tile)
     photo = _photo(size)
     engine.enhance(photo[:64, :64].copy(), opts, lambda *a: None)  # load models, first-call overheads
@@ -82,6 +85,7 @@ def run_case(engine_name: str, quality: str, size: str, tile: int, model_dir: Pa
         "peak_cuda_mb": round(torch.cuda.max_memory_allocated() / 2**20) if device.type == "cuda" else None,
         "device": str(device),
         "threads": torch.get_num_threads(),
+        "compile": compile,
         "note": note,
     }
 
@@ -107,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
     parser.add_argument("--tiles", nargs="+", type=int, default=[0, 256, 512])
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--compile", default="off", help="ENHANCER_COMPILE for the Real-ESRGAN models (auto: what "
+                        "the service runs; default off, eager PyTorch, as the earlier figures were made)")
     parser.add_argument("--model-dir", type=Path,
                         default=Path(os.environ.get("MODEL_DIR", "~/.cache/photoenhance/models")).expanduser())
     parser.add_argument("--case", help=argparse.SUPPRESS)  # internal: run one case, print its JSON row
@@ -114,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.case:
         engine, quality, size, tile = args.case.split(",")
-        print(json.dumps(run_case(engine, quality, size, int(tile), args.model_dir, args.device)))
+        print(json.dumps(run_case(engine, quality, size, int(tile), args.model_dir, args.device, args.compile)))
         return 0
 
     print(f"model dir {args.model_dir}; each case in a fresh process; load + warm-up not timed", flush=True)
@@ -125,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     for engine, quality, size, tile in _cases(args):
         proc = subprocess.run(
             [sys.executable, __file__, "--case", f"{engine},{quality},{size},{tile}",
-             "--model-dir", str(args.model_dir), "--device", args.device],
+             "--model-dir", str(args.model_dir), "--device", args.device, "--compile", args.compile],
             capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": _pythonpath()},
         )
         if proc.returncode != 0:
@@ -137,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{r['engine']:<10} {r['quality']:<7} {r['input']:>9} {r['tile']:>4} {r['tiles']:>5} {r['faces']:>5} "
               f"{r['seconds']:>8.2f} {r['cpu_seconds']:>8.2f} {r['peak_rss_mb']:>7} {cuda:>7}  "
               f"{r['model']} on {r['device']} "
-              f"({r['threads']} threads) {r['note']}", flush=True)
+              f"({r['threads']} threads, compile {r['compile']}) {r['note']}", flush=True)
     return 1 if failed else 0
 
 

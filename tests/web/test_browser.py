@@ -1,7 +1,9 @@
 """The web page in a real headless Chromium (Debian's ``chromium``, driven by Playwright) against the
 real stack: the built page (``web/dist``, served by the edge at ``/``), the bus, an enhancer and S3.
 
-The screenshots it takes (desktop, phone, and one photo's card while it is enhanced) are the ones the README shows.
+The screenshots it takes (desktop, phone, and one photo's card while it is enhanced) are the ones the README shows:
+``make screenshots`` writes them to docs/screenshots (``SCREENSHOT_DIR``); otherwise they go to a temporary
+folder, so that a test run leaves the checkout as it found it.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from ..support import ROOT, Stack, encode, photo
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-SCREENSHOTS = Path(os.environ.get("SCREENSHOT_DIR", ROOT / "docs" / "screenshots"))
 #: Three real photographs (scikit-image), small so that the CPU enhancer is quick.
 PHOTOS = {"cat.jpg": ("chelsea", (64, 48)), "coffee.jpg": ("coffee", (60, 40)), "rocket.jpg": ("rocket", (48, 64))}
 #: Every text an image card's progress line showed, recorded in the page as it changed.
@@ -33,6 +34,14 @@ new MutationObserver(() => {
   }
 }).observe(document.body, {subtree: true, childList: true, characterData: true, attributes: true});
 """
+
+
+@pytest.fixture(scope="module")
+def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``SCREENSHOT_DIR`` (``make screenshots``: docs/screenshots), else a temporary folder."""
+    folder = Path(os.environ.get("SCREENSHOT_DIR") or tmp_path_factory.mktemp("screenshots"))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +81,8 @@ def photo_files(tmp_path: Path) -> list[Path]:
     return paths
 
 
-def test_a_batch_goes_through_with_progress_compare_and_one_zip(page: Page, tmp_path: Path) -> None:
+def test_a_batch_goes_through_with_progress_compare_and_one_zip(page: Page, tmp_path: Path,
+                                                                 screenshots: Path) -> None:
     page.goto("/")
     expect(page.locator("html")).to_have_attribute("lang", "zh-CN")
     page.get_by_test_id("mode-batch").click()
@@ -95,8 +105,7 @@ def test_a_batch_goes_through_with_progress_compare_and_one_zip(page: Page, tmp_
     assert not any("/api/v1/status/" in url for url in requests), "the page fell back to polling"
     downloads = [url for url in requests if "/api/v1/download/" in url]
     assert len(downloads) == 3, f"each result is fetched once: {downloads}"
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=SCREENSHOTS / "desktop.png", full_page=True)
+    page.screenshot(path=screenshots / "desktop.png", full_page=True)
 
     # The compare slider follows the keyboard (and so a screen reader's user).
     slider = page.get_by_test_id("compare-slider").first
@@ -141,7 +150,7 @@ def test_a_batch_goes_through_with_progress_compare_and_one_zip(page: Page, tmp_
             assert img.size == (w * 2, h * 2), (name, img.size)
 
 
-def test_a_photo_being_enhanced_says_about_how_long_is_left(page: Page, tmp_path: Path) -> None:
+def test_a_photo_being_enhanced_says_about_how_long_is_left(page: Page, tmp_path: Path, screenshots: Path) -> None:
     """While the enhancer works on a photo, its card says about how long is left (the server's ``eta_seconds``).
 
     The page sends no tile size, so the enhancer cuts at its default 400 pixels: this 800×533 photo is four tiles
@@ -162,10 +171,9 @@ def test_a_photo_being_enhanced_says_about_how_long_is_left(page: Page, tmp_path
     eta = page.locator("[data-testid=item][data-status=processing] [data-testid=item-eta]")
     eta.wait_for(state="visible", timeout=120_000)
     expect(eta).to_have_text(re.compile(r"还需约 \d+ (秒|分钟)"))
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    item.screenshot(path=SCREENSHOTS / "eta.png")
+    item.screenshot(path=screenshots / "eta.png")
     assert eta.is_visible(), "the photo was done while its card was photographed: the picture may lack the estimate"
-    with Image.open(SCREENSHOTS / "eta.png") as shot:
+    with Image.open(screenshots / "eta.png") as shot:
         assert shot.width >= 200 and shot.height >= 200, shot.size
 
     expect(item).to_have_attribute("data-status", "completed", timeout=120_000)
@@ -187,7 +195,8 @@ def test_a_file_that_is_not_an_image_gets_the_servers_message(page: Page, tmp_pa
         page.get_by_test_id("lang-toggle").click()
 
 
-def test_a_phone_screen_has_no_horizontal_scrolling(browser: Browser, stack: Stack, tmp_path: Path) -> None:
+def test_a_phone_screen_has_no_horizontal_scrolling(browser: Browser, stack: Stack, tmp_path: Path,
+                                                    screenshots: Path) -> None:
     context = browser.new_context(base_url=stack.url, viewport={"width": 390, "height": 844}, is_mobile=True,
                                   has_touch=True, device_scale_factor=2, locale="zh-CN")
     try:
@@ -198,7 +207,6 @@ def test_a_phone_screen_has_no_horizontal_scrolling(browser: Browser, stack: Sta
         expect(page.get_by_test_id("item")).to_have_count(3)
         overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
         assert overflow <= 0, f"the page scrolls sideways by {overflow}px on a phone"
-        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=SCREENSHOTS / "phone.png", full_page=True)
+        page.screenshot(path=screenshots / "phone.png", full_page=True)
     finally:
         context.close()

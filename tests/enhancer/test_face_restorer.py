@@ -86,8 +86,7 @@ def test_a_failed_pass_fails_the_photos_in_it_and_the_next_pass_runs() -> None:
     pool = ThreadPoolExecutor(4)
     first = pool.submit(restorer.restore, faces(0), no_progress)
     until(lambda: len(net.passes) == 1, "the first pass started")
-    in_failed = [pool.submit(restorer.restore, faces(1), no_progress), pool.submit(restorer.restore, faces(2, 3),
-                                                                                 no_progress)]
+    in_failed = [pool.submit(restorer.restore, photo, no_progress) for photo in (faces(1), faces(2, 3))]
     until(lambda: restorer.waiting() == 2, "two photos wait")
     after = pool.submit(restorer.restore, faces(4), no_progress)
     until(lambda: restorer.waiting() == 3, "a third photo waits")

@@ -24,7 +24,7 @@ from bus.runtime import run_until_signal
 from bus.storage import ObjectStore
 from bus.tasks import TaskStore
 
-from . import metrics, weights
+from . import metrics, processes, weights
 from .engines import available_engines, pick_device
 from .engines.registry import capabilities_of, quality_models
 from .presence import Presence
@@ -93,7 +93,10 @@ def main() -> None:
     settings = EnhancerSettings.from_env()
     if not os.environ.get(weights.ENSURED_ENV):
         weights.ensure(settings.model_dir)
-
+    # Several processes on a GPU (ENHANCER_PROCESSES): this one then only supervises them (enhancer.processes).
+    settings = processes.plan(settings)
+    if (settings.processes or 1) > 1:
+        sys.exit(processes.supervise(settings))
     run_until_signal(lambda stop: serve(settings, stop))
     leave()
 

@@ -31,6 +31,11 @@ class EnhancerSettings:
     #: worth of GPU busy; ``enhancer.slots``), and 1 on CPU, where one job's model already uses every core.
     #: ``ENHANCER_CONCURRENCY=auto|N``.
     concurrency: int | None = None
+    #: Enhancer processes that ``photoenhance enhancer`` runs (``enhancer.processes``: one supervisor restarts any that
+    #: dies); each is a worker of ``concurrency`` slots. None: "auto", which on CUDA is as many as the GPU's memory
+    #: holds at four slots each, at most three (``enhancer.slots``; one Python process keeps about four engine
+    #: threads busy), and 1 on a CPU. ``ENHANCER_PROCESSES=auto|N``.
+    processes: int | None = None
     #: "auto" (CUDA when present), "cpu", "cuda" or "cuda:N".
     device: str = "auto"
     #: Compile the networks (``enhancer.engines.compiled``): "auto" (CUDA: TensorRT when it imports, else
@@ -78,14 +83,20 @@ class EnhancerSettings:
         """These settings with every "auto" resolved for ``device`` (a ``torch.device``), for a worker running
         ``engines`` (none named: the largest); ``memory``: the GPU's (free, total) bytes, read when not given."""
         cuda = getattr(device, "type", str(device)) == "cuda"
-        concurrency = self.concurrency or (slots.auto_slots(device, engines, memory) if cuda else 1)
-        return replace(self, concurrency=concurrency,
+        if cuda and (self.concurrency is None or self.processes is None):
+            planned = slots.auto_plan(device, engines, memory, processes=self.processes)
+            concurrency, processes = self.concurrency or planned.slots, self.processes or planned.processes
+        else:
+            concurrency, processes = self.concurrency or 1, self.processes or 1
+        return replace(self, concurrency=concurrency, processes=processes,
                        prefetch=(1 if cuda else 0) if self.prefetch is None else self.prefetch,
                        job_deadline=self.job_deadline or (600.0 if cuda else 7200.0))
 
     def __post_init__(self) -> None:
         if self.concurrency is not None and self.concurrency < 1:
             raise SettingsError("ENHANCER_CONCURRENCY must be auto or at least 1")
+        if self.processes is not None and self.processes < 1:
+            raise SettingsError("ENHANCER_PROCESSES must be auto or at least 1")
         if self.max_input_pixels < 1:
             raise SettingsError("MAX_INPUT_MEGAPIXELS must be positive")
         if self.max_output_pixels < 1:
@@ -114,6 +125,7 @@ class EnhancerSettings:
             tasks=TaskSettings.from_env(),
             model_dir=Path(env("MODEL_DIR", str(DEFAULT_MODEL_DIR)) or DEFAULT_MODEL_DIR).expanduser(),
             concurrency=_auto_int("ENHANCER_CONCURRENCY"),
+            processes=_auto_int("ENHANCER_PROCESSES"),
             device=env("ENHANCER_DEVICE", "auto") or "auto",
             compile=(env("ENHANCER_COMPILE", "auto") or "auto").strip().lower(),
             warm_up=env_switch("ENHANCER_WARM_UP", True),

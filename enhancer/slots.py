@@ -1,8 +1,9 @@
-"""How many slots (jobs at once, each with its own engines but one shared GFPGAN) a worker runs on a GPU, from the
-GPU's memory.
+"""How many slots (jobs at once, each with its own engines but one shared GFPGAN) a worker runs on a GPU, and how
+many worker processes, from the GPU's memory.
 
-Used when ``ENHANCER_CONCURRENCY=auto`` on CUDA; a CPU worker runs one slot (one job's model already uses
-every core). Pure arithmetic plus one query of the device (:func:`device_memory`), so it is testable anywhere.
+Used when ``ENHANCER_CONCURRENCY`` or ``ENHANCER_PROCESSES`` is ``auto`` on CUDA; a CPU host runs one process of
+one slot (one job's model already uses every core). Pure arithmetic plus one query of the device
+(:func:`device_memory`), so it is testable anywhere.
 
 Per-slot footprints are ESTIMATES, to be measured on a GPU run (``torch.cuda.max_memory_reserved`` per slot).
 They assume the service's default 400-pixel tiles (420² with their padding) in fp16 and up to 10 faces per
@@ -25,9 +26,10 @@ photo; the peak live tensors of one forward pass were traced on the meta device 
 
 Past the footprint, the caps: one Python process keeps about four engine threads' worth of GPU busy (eight
 threads did no better, docs/performance.md), and three such processes were the best measured on an H200.
-A worker runs at most :data:`MAX_SLOTS_PER_PROCESS`; where memory fits more, the log says how many processes
-(``ENHANCER_REPLICAS``) the GPU could take. A job that needs more than its slot's share (``tile_size=0`` on a
-large photo) still runs: the engines halve their tiles or face batches after an out-of-memory error.
+A worker runs at most :data:`MAX_SLOTS_PER_PROCESS`; where memory fits more, ``ENHANCER_PROCESSES=auto`` runs
+as many processes as fit, up to :data:`MAX_SLOTS_PER_GPU` slots in all (``enhancer.processes``). A job that
+needs more than its slot's share (``tile_size=0`` on a large photo) still runs: the engines halve their tiles or
+face batches after an out-of-memory error.
 """
 
 from __future__ import annotations
@@ -122,20 +124,21 @@ def device_memory(device: Any) -> tuple[int, int] | None:
     return int(free), int(total)
 
 
-def auto_slots(device: Any, engines: Iterable[str], memory: tuple[int, int] | None = None) -> int:
-    """``ENHANCER_CONCURRENCY=auto`` on a CUDA ``device`` for a worker running ``engines``; ``memory``
-    (free, total) is read from the device when not given. Logs the plan in one line."""
+def auto_plan(device: Any, engines: Iterable[str], memory: tuple[int, int] | None = None, *,
+              processes: int | None = None) -> SlotPlan:
+    """``ENHANCER_CONCURRENCY`` and ``ENHANCER_PROCESSES`` on a CUDA ``device`` for workers running ``engines``:
+    ``processes`` as asked, else as many as the memory holds (capped); each process's slots from its share of the
+    memory. ``memory`` (free, total) is read from the device when not given. Logs the plan in one line."""
     memory = memory or device_memory(device)
     if memory is None:
         log.warning("GPU memory unknown: running %d slots", UNKNOWN_MEMORY_SLOTS)
-        return UNKNOWN_MEMORY_SLOTS
+        return SlotPlan(slots=UNKNOWN_MEMORY_SLOTS, fit=UNKNOWN_MEMORY_SLOTS, processes=processes or 1)
     free, total = memory
     engines = list(engines)
-    planned = plan(total, free, engines)
-    more = (f"; the GPU could take {planned.processes} such processes (ENHANCER_REPLICAS)"
-            if planned.processes > 1 else "")
-    log.info("%s: %.1f of %.1f GiB free, ~%.1f GiB per slot and %.1f per process (%s, estimated): %d slots%s",
-             device, free / GiB, total / GiB, slot_bytes(engines) / GiB,
-             (PROCESS_RESERVE_BYTES + shared_bytes(engines)) / GiB, "+".join(engines) or "all engines",
-             planned.slots, more)
-    return planned.slots
+    count = processes or plan(total, free, engines).processes
+    share = plan(total // count, free // count, engines)
+    log.info("%s: %.1f of %.1f GiB free, ~%.1f GiB per slot and %.1f per process (%s, estimated): %d process(es) "
+             "of %d slots", device, free / GiB, total / GiB, slot_bytes(engines) / GiB,
+             (PROCESS_RESERVE_BYTES + shared_bytes(engines)) / GiB, "+".join(engines) or "all engines", count,
+             share.slots)
+    return SlotPlan(slots=share.slots, fit=share.fit, processes=count)

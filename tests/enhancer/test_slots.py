@@ -10,7 +10,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from enhancer import slots
+from bus.settings import SettingsError
+from enhancer import processes, slots
 from enhancer.engines.registry import REGISTRY
 from enhancer.settings import EnhancerSettings
 
@@ -83,3 +84,47 @@ def test_auto_concurrency_follows_the_gpus_memory_and_an_explicit_value_wins(
     assert auto.for_device(torch.device("cpu"), FACES, memory=small).concurrency == 1  # a CPU: one job at a time
     monkeypatch.setenv("ENHANCER_CONCURRENCY", "3")
     assert EnhancerSettings.from_env().for_device(torch.device("cuda"), FACES, memory=small).concurrency == 3
+
+
+@pytest.mark.parametrize(("card", "engines", "expected"), [
+    ("H200 141 GB", FACES, (3, 4)),  # (processes, slots each): three processes, the most worth running
+    ("RTX 4090 24 GB", FACES, (1, 4)),
+    ("RTX 4080 16 GB", UPSCALE, (2, 4)),
+    ("GTX 1650 4 GB", FACES, (1, 1)),
+])
+def test_auto_runs_as_many_processes_as_the_gpus_memory_holds(
+        card: str, engines: list[str], expected: tuple[int, int], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ENHANCER_CONCURRENCY", raising=False)
+    monkeypatch.delenv("ENHANCER_PROCESSES", raising=False)
+    total = int(CARDS[card] * GiB)
+    got = EnhancerSettings.from_env().for_device(torch.device("cuda"), engines, memory=(total - GiB // 2, total))
+    assert (got.processes, got.concurrency) == expected
+
+
+def test_processes_asked_for_share_the_memory_and_a_cpu_runs_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ENHANCER_CONCURRENCY", raising=False)
+    monkeypatch.setenv("ENHANCER_PROCESSES", "2")
+    small = (int(15.2 * GiB), int(15.7 * GiB))  # a 16 GB card: four face slots in one process (above)
+    got = EnhancerSettings.from_env().for_device(torch.device("cuda"), FACES, memory=small)
+    assert (got.processes, got.concurrency) == (2, 1)  # each process has half of the card: one face slot
+    monkeypatch.delenv("ENHANCER_PROCESSES")
+    assert EnhancerSettings.from_env().for_device(torch.device("cpu"), FACES).processes == 1
+    for wrong in ("0", "many"):
+        monkeypatch.setenv("ENHANCER_PROCESSES", wrong)
+        with pytest.raises(SettingsError, match="ENHANCER_PROCESSES must be auto"):
+            EnhancerSettings.from_env()
+
+
+def test_one_process_needs_no_plan_and_a_host_without_a_gpu_is_not_probed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only a host that may have a GPU pays for the planning process (it loads torch to read the card's memory)."""
+    def no_probe(*args: object, **kwargs: object) -> None:
+        raise AssertionError("planned in a process of its own")
+
+    monkeypatch.setattr(processes.subprocess, "run", no_probe)
+    monkeypatch.delenv("ENHANCER_PROCESSES", raising=False)
+    monkeypatch.setenv("ENHANCER_DEVICE", "cpu")
+    assert processes.plan(EnhancerSettings.from_env()).processes == 1
+    assert processes.gpu_present("cuda:1") and not processes.gpu_present("cpu")
+    monkeypatch.setenv("ENHANCER_DEVICE", "cuda")
+    monkeypatch.setenv("ENHANCER_PROCESSES", "1")
+    assert processes.plan(EnhancerSettings.from_env()).processes == 1

@@ -53,6 +53,8 @@ ADMIN_TOKEN = "test-admin-token-0123456789abcdef"
 #: Settings that make the fault tests quick: a dead worker's job is redelivered after 4 s.
 TEST_ENV = {"TASK_ACK_WAIT": "4", "MAX_UPLOAD_MB": "5", "MAX_INPUT_MEGAPIXELS": "4", "SYNC_TIMEOUT": "120",
             "ENHANCER_CONCURRENCY": "1", "ENHANCER_HEARTBEAT": "1", "ADMIN_TOKEN": ADMIN_TOKEN,
+            # One process per enhancer, named as the test names it, on a GPU host too (tests/test_processes.py: more).
+            "ENHANCER_PROCESSES": "1",
             # The suite starts about forty enhancers; each warm-up costs seconds of CPU. The session's own enhancer
             # and the warm-up tests (tests/test_enhancer_start.py, tests/enhancer/test_warm_up.py) turn it on.
             "ENHANCER_WARM_UP": "off",

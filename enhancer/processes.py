@@ -1,0 +1,143 @@
+"""Several enhancer processes from one ``photoenhance enhancer`` (``ENHANCER_PROCESSES``), for one GPU.
+
+Why processes: one Python process keeps about four engine threads' worth of a GPU busy (the GIL); on an H200 three
+processes of four slots did 10.3 photos/s where one did 6.45 (docs/performance.md). ``auto`` plans them from the
+GPU's memory (``enhancer.slots``); on a CPU it is one, and the command is the worker itself, as before.
+
+How: the memory is read in a short-lived process of its own (:func:`plan`), so that the supervisor never holds a
+CUDA context (hundreds of megabytes of the card, for nothing). The supervisor then starts the workers, each a whole
+enhancer with its slots fixed by the plan and an id of its own under the supervisor's (``<id>.<n>``: a credential
+may write its own presence key and the keys under it). A worker that dies is started again, after a pause that
+grows while it keeps dying; SIGTERM or SIGINT is passed on to every worker, which drains as it would alone, and
+the supervisor leaves once they have.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from . import weights
+from .settings import EnhancerSettings
+
+log = logging.getLogger(__name__)
+
+#: A worker that ran this long before dying is restarted at once; sooner, after a pause that doubles.
+STABLE_AFTER = 60.0
+FIRST_PAUSE = 1.0
+LONGEST_PAUSE = 30.0
+#: Past the drain timeout, how long a worker has to leave before it is killed.
+EXIT_GRACE = 30.0
+
+
+def gpu_present(device: str) -> bool:
+    """Whether ``ENHANCER_DEVICE`` may resolve to a GPU, from the device files alone (no CUDA call here)."""
+    if device.startswith("cuda"):
+        return True
+    return device == "auto" and (Path("/dev/nvidiactl").exists() or any(Path("/dev").glob("nvidia[0-9]*")))
+
+
+def plan(settings: EnhancerSettings) -> EnhancerSettings:
+    """``settings`` with ``processes`` (and, when there are several, ``concurrency``) resolved.
+
+    One process, at once, unless a GPU may be there or several were asked for; then the plan comes from a short-lived
+    process that loads torch, reads the GPU's memory and exits (:func:`main` ``--plan``)."""
+    if settings.processes == 1 or (settings.processes is None and not gpu_present(settings.device)):
+        return replace(settings, processes=1)
+    out = subprocess.run([sys.executable, "-m", "enhancer.processes", "--plan"], capture_output=True, text=True,
+                         timeout=600, check=False, env={**os.environ, weights.ENSURED_ENV: "1"})
+    if out.returncode != 0:
+        raise RuntimeError(f"planning the enhancer processes failed: {out.stderr.strip()[-2000:]}")
+    planned = json.loads(out.stdout.strip().splitlines()[-1])
+    return replace(settings, processes=planned["processes"], concurrency=planned["concurrency"])
+
+
+def _print_plan() -> None:
+    from .engines import available_engines, pick_device
+
+    settings = EnhancerSettings.from_env()
+    device = pick_device(settings.device)
+    engines = [settings.engine_override] if settings.engine_override else available_engines(settings.model_dir)
+    resolved = settings.for_device(device, engines)
+    print(json.dumps({"processes": resolved.processes, "concurrency": resolved.concurrency}))
+
+
+@dataclass
+class _Worker:
+    """One worker process the supervisor keeps running."""
+
+    worker_id: str
+    env: dict[str, str]
+    proc: subprocess.Popen[bytes] | None = None
+    started: float = 0.0
+    pause: float = FIRST_PAUSE
+    restart_at: float | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-m", "photoenhance", "enhancer"], env=self.env,
+                                     stdin=subprocess.DEVNULL)
+        self.started, self.restart_at = time.monotonic(), None
+        log.info("enhancer %s started (pid %d)", self.worker_id, self.proc.pid)
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+def supervise(settings: EnhancerSettings) -> int:
+    """Run ``settings.processes`` workers of ``settings.concurrency`` slots until SIGTERM/SIGINT; 0 once they
+    have drained and left."""
+    count = settings.processes or 1
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    workers = [_Worker(f"{settings.worker_id}.{n}", {
+        **os.environ, "ENHANCER_ID": f"{settings.worker_id}.{n}", "ENHANCER_PROCESSES": "1",
+        "ENHANCER_CONCURRENCY": str(settings.concurrency), weights.ENSURED_ENV: "1"}) for n in range(1, count + 1)]
+    log.info("running %d enhancer processes of %d slot(s) each", count, settings.concurrency or 1)
+    for worker in workers:
+        worker.start()
+    while not stop.wait(0.2):
+        now = time.monotonic()
+        for worker in workers:
+            if worker.alive:
+                continue
+            if worker.restart_at is None:
+                ran = now - worker.started
+                worker.pause = FIRST_PAUSE if ran >= STABLE_AFTER else min(worker.pause * 2, LONGEST_PAUSE)
+                worker.restart_at = now + (0 if ran >= STABLE_AFTER else worker.pause)
+                log.warning("enhancer %s exited with code %s after %.0f s; starting it again in %.0f s",
+                            worker.worker_id, worker.proc.returncode if worker.proc else "?", ran,
+                            worker.restart_at - now)
+            elif now >= worker.restart_at:
+                worker.start()
+    log.info("stopping %d enhancer processes (they finish the jobs they hold)", count)
+    for worker in workers:
+        if worker.alive and worker.proc is not None:
+            worker.proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + settings.drain_timeout + EXIT_GRACE
+    for worker in workers:
+        if worker.proc is None:
+            continue
+        try:
+            worker.proc.wait(max(deadline - time.monotonic(), 0.1))
+        except subprocess.TimeoutExpired:
+            log.error("enhancer %s did not leave in time; killing it", worker.worker_id)
+            worker.proc.kill()
+            worker.proc.wait()
+    return 0
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["--plan"]:
+        _print_plan()
+    else:
+        sys.exit("usage: python -m enhancer.processes --plan (photoenhance enhancer runs the processes)")

@@ -46,12 +46,14 @@ def gpu_present(device: str) -> bool:
 
 
 def plan(settings: EnhancerSettings) -> EnhancerSettings:
-    """``settings`` with ``processes`` (and, when there are several, ``concurrency``) resolved.
+    """``settings`` with ``processes`` resolved (and ``concurrency``, where the GPU's memory decides it).
 
-    One process, at once, unless a GPU may be there or several were asked for; then the plan comes from a short-lived
-    process that loads torch, reads the GPU's memory and exits (:func:`main` ``--plan``)."""
-    if settings.processes == 1 or (settings.processes is None and not gpu_present(settings.device)):
-        return replace(settings, processes=1)
+    Without a GPU, what was asked (``auto``: one); so too on a GPU when nothing is left to plan. Otherwise the plan
+    comes from a short-lived process that loads torch, reads the GPU's memory and exits
+    (``python -m enhancer.processes --plan``)."""
+    asked, slots = settings.processes, settings.concurrency
+    if not gpu_present(settings.device) or asked == 1 or (asked and slots):
+        return replace(settings, processes=asked or 1)
     out = subprocess.run([sys.executable, "-m", "enhancer.processes", "--plan"], capture_output=True, text=True,
                          timeout=600, check=False, env={**os.environ, weights.ENSURED_ENV: "1"})
     if out.returncode != 0:
@@ -99,10 +101,11 @@ def supervise(settings: EnhancerSettings) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    planned = {"ENHANCER_CONCURRENCY": str(settings.concurrency)} if settings.concurrency else {}
     workers = [_Worker(f"{settings.worker_id}.{n}", {
-        **os.environ, "ENHANCER_ID": f"{settings.worker_id}.{n}", "ENHANCER_PROCESSES": "1",
-        "ENHANCER_CONCURRENCY": str(settings.concurrency), weights.ENSURED_ENV: "1"}) for n in range(1, count + 1)]
-    log.info("running %d enhancer processes of %d slot(s) each", count, settings.concurrency or 1)
+        **os.environ, **planned, "ENHANCER_ID": f"{settings.worker_id}.{n}", "ENHANCER_PROCESSES": "1",
+        weights.ENSURED_ENV: "1"}) for n in range(1, count + 1)]
+    log.info("running %d enhancer processes (slots each: %s)", count, settings.concurrency or "auto")
     for worker in workers:
         worker.start()
     while not stop.wait(0.2):

@@ -125,6 +125,12 @@ def test_one_process_needs_no_plan_and_a_host_without_a_gpu_is_not_probed(monkey
     monkeypatch.setenv("ENHANCER_DEVICE", "cpu")
     assert processes.plan(EnhancerSettings.from_env()).processes == 1
     assert processes.gpu_present("cuda:1") and not processes.gpu_present("cpu")
+    monkeypatch.setenv("ENHANCER_PROCESSES", "2")
+    assert processes.plan(EnhancerSettings.from_env()).processes == 2  # asked for, on a CPU: nothing to read
     monkeypatch.setenv("ENHANCER_DEVICE", "cuda")
+    monkeypatch.setenv("ENHANCER_CONCURRENCY", "3")
+    both = processes.plan(EnhancerSettings.from_env())
+    assert (both.processes, both.concurrency) == (2, 3)  # both given: nothing left to plan
     monkeypatch.setenv("ENHANCER_PROCESSES", "1")
-    assert processes.plan(EnhancerSettings.from_env()).processes == 1
+    monkeypatch.delenv("ENHANCER_CONCURRENCY")
+    assert processes.plan(EnhancerSettings.from_env()).processes == 1  # the worker itself reads the memory

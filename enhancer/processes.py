@@ -30,7 +30,8 @@ from .settings import EnhancerSettings
 
 log = logging.getLogger(__name__)
 
-#: A worker that ran this long before dying is restarted at once; sooner, after a pause that doubles.
+#: A worker that ran this long before dying is started again at once; one that died sooner, after a pause that
+#: doubles each time (1 s, 2 s, 4 s… at most :data:`LONGEST_PAUSE`).
 STABLE_AFTER = 60.0
 FIRST_PAUSE = 1.0
 LONGEST_PAUSE = 30.0
@@ -80,7 +81,8 @@ class _Worker:
     env: dict[str, str]
     proc: subprocess.Popen[bytes] | None = None
     started: float = 0.0
-    pause: float = FIRST_PAUSE
+    #: Before the next start, once it has died (0: at once).
+    pause: float = 0.0
     restart_at: float | None = None
 
     def start(self) -> None:
@@ -113,14 +115,13 @@ def supervise(settings: EnhancerSettings) -> int:
         for worker in workers:
             if worker.alive:
                 continue
-            if worker.restart_at is None:
+            if worker.restart_at is None and worker.proc is not None:
                 ran = now - worker.started
-                worker.pause = FIRST_PAUSE if ran >= STABLE_AFTER else min(worker.pause * 2, LONGEST_PAUSE)
-                worker.restart_at = now + (0 if ran >= STABLE_AFTER else worker.pause)
+                worker.pause = 0.0 if ran >= STABLE_AFTER else min(max(2 * worker.pause, FIRST_PAUSE), LONGEST_PAUSE)
+                worker.restart_at = now + worker.pause
                 log.warning("enhancer %s exited with code %s after %.0f s; starting it again in %.0f s",
-                            worker.worker_id, worker.proc.returncode if worker.proc else "?", ran,
-                            worker.restart_at - now)
-            elif now >= worker.restart_at:
+                            worker.worker_id, worker.proc.returncode, ran, worker.pause)
+            elif worker.restart_at is not None and now >= worker.restart_at:
                 worker.start()
     log.info("stopping %d enhancer processes (they finish the jobs they hold)", count)
     for worker in workers:

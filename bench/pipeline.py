@@ -57,6 +57,8 @@ LABEL = ("ENGINE: bench-resize — a BENCHMARK-ONLY stand-in (Lanczos resize, no
 LOAD_ENV = {"ENHANCER_HEARTBEAT": "1", "LOG_LEVEL": "WARNING", "RATE_LIMIT_ENHANCE": "1000000/60",
             "RATE_LIMIT_ACCOUNT": "1000000/60", "BILLING_ANONYMOUS_DAILY": "0", "QUEUE_LIMIT": "10000",
             "MAX_UPLOAD_MB": "64", "MAX_INPUT_MEGAPIXELS": "60",
+            # One process per enhancer started (the benches count processes; bench/service.py --processes: more).
+            "ENHANCER_PROCESSES": "1",
             # Results as large as asked, as the in-process comparison makes them (no bus.output_size cap).
             "MAX_OUTPUT_MEGAPIXELS": "100000"}
 ENHANCER_STAGES = ("fetch", "decode", "wait", "engine", "encode", "store")

@@ -9,6 +9,7 @@ Photos are those of ``bench/gpu.py``: 1000² JPEGs with 0, 1 and 3 faces, sent i
 
     python bench/service.py                          # GPU: 1, 2 and 3 enhancers (a few minutes)
     python bench/service.py --enhancers 3 --tasks 120
+    python bench/service.py --enhancers 1 --processes auto   # one enhancer as served: its processes from the GPU
     python bench/service.py --quick                  # smoke test anywhere (CPU): 160² photos, 1 enhancer
 
 Printed per number of enhancers: photos/s, the per-stage p50/p99 of ``bench/pipeline.py`` (upload, queue,
@@ -101,10 +102,19 @@ class Sampler:
         return gpu + f"CPUs {self.cpu_busy:.0%} busy"
 
 
+def healthy_workers(url: str) -> int:
+    """Worker processes on the bus now, as the edge lists them."""
+    import httpx
+
+    return sum(e["status"] == "healthy" for e in httpx.get(f"{url}/api/v1/info", timeout=10).json()["enhancers"])
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--enhancers", default="1,2,3", help="enhancer process counts to run, comma-separated")
     p.add_argument("--concurrency", default="auto", help="ENHANCER_CONCURRENCY of each enhancer")
+    p.add_argument("--processes", default="1",
+                   help="ENHANCER_PROCESSES of each enhancer (auto: what the GPU's memory holds, as served)")
     p.add_argument("--tasks", type=int, default=60, help="timed tasks per configuration")
     p.add_argument("--clients-per-enhancer", type=int, default=10, help="concurrent clients per enhancer")
     p.add_argument("--quality", default="fast", choices=("fast", "high"))
@@ -113,6 +123,10 @@ def main() -> None:
     p.add_argument("--edge", type=int, default=1000, help="photo edge in pixels (1000: 1 MP)")
     p.add_argument("--poll", type=float, default=0.2, help="seconds between a client's status polls")
     p.add_argument("--json", type=Path, help="also write the figures here")
+    p.add_argument("--model-dir", type=Path, help="weights and compiled models, kept between runs (default: a "
+                   "temporary folder; with ENHANCER_COMPILE, a cold compile on a GPU takes minutes)")
+    p.add_argument("--join-timeout", type=float, default=900,
+                   help="seconds an enhancer may take to join (its warm-up and model compile)")
     p.add_argument("--quick", action="store_true", help="smoke test: 160² photos, 1 enhancer of 1 slot, 3 tasks")
     args = p.parse_args()
     if args.quick:
@@ -125,13 +139,14 @@ def main() -> None:
     query = f"scale={args.scale}&quality_level={args.quality}&face_enhance=true&tile_size={args.tile}"
     print(LABEL)
     print(f"photos: {', '.join(f'{ph.name} ({len(ph.jpeg) / 1000:.0f} KB)' for ph in photos)}, "
-          f"{args.edge}×{args.edge}, sent in turn; options {query}; ENHANCER_CONCURRENCY={args.concurrency}; "
+          f"{args.edge}×{args.edge}, sent in turn; options {query}; ENHANCER_CONCURRENCY={args.concurrency}, "
+          f"ENHANCER_PROCESSES={args.processes}; "
           f"{args.clients_per_enhancer} clients per enhancer, status polled every {args.poll * 1000:.0f} ms")
-    env = {**LOAD_ENV, "ENHANCER_CONCURRENCY": args.concurrency}
+    env = {**LOAD_ENV, "ENHANCER_CONCURRENCY": args.concurrency, "ENHANCER_PROCESSES": args.processes}
     rows: list[tuple[Row, str]] = []
     with tempfile.TemporaryDirectory() as tmp, EmbeddedNats(Path(tmp) / "nats") as nats, \
             EmbeddedS3(Path(tmp) / "s3") as s3:
-        model_dir = Path(tmp) / "models"
+        model_dir = args.model_dir or Path(tmp) / "models"
         prepare_models(model_dir, args.quality)
         stack = Stack(nats=nats, s3=s3, root=Path(tmp), model_dir=model_dir, extra_env=env)
         data = [ph.jpeg for ph in photos]
@@ -139,15 +154,18 @@ def main() -> None:
             stack.start_edge()
             for n in [int(x) for x in args.enhancers.split(",")]:
                 while len(stack.enhancers) < n:
-                    stack.start_enhancer(f"bench-{len(stack.enhancers) + 1}")
+                    stack.start_enhancer(f"bench-{len(stack.enhancers) + 1}", timeout=args.join_timeout)
                 clients = n * args.clients_per_enhancer
                 # Untimed warm-up: every slot loads its models and meets each photo's shapes once.
                 warm, _ = run_load(stack.url, data, tasks=max(clients, 3) * 2, clients=clients, query=query,
                                    poll=args.poll)
                 assert all(t.status == "completed" for t in warm), [t.status for t in warm]
+                # With ENHANCER_PROCESSES, each enhancer is several workers on the bus: clients for each of them.
+                workers = healthy_workers(stack.url)
+                clients = max(workers, n) * args.clients_per_enhancer
                 with Sampler() as sampler:
-                    row = measure(stack, nats, f"{n} enhancer(s)", data, tasks=args.tasks, clients=clients,
-                                  query=query, poll=args.poll, engine="gfpgan")
+                    row = measure(stack, nats, f"{n} enhancer(s), {workers} process(es)", data, tasks=args.tasks,
+                                  clients=clients, query=query, poll=args.poll, engine="gfpgan")
                 rows.append((row, sampler.describe()))
                 print(f"  done: {row.label}: {row.tasks_per_s:.2f} photos/s; {sampler.describe()}", flush=True)
         finally:

@@ -144,7 +144,9 @@ class Stack:
         wait_until(ready, 60, "the edge to answer")
         return self.edge
 
-    def start_enhancer(self, name: str | None = None, **extra: str) -> ServiceProcess:
+    def start_enhancer(self, name: str | None = None, *, timeout: float = 90, **extra: str) -> ServiceProcess:
+        """Start an enhancer and wait (up to ``timeout`` seconds: its warm-up and any model compile) until it is
+        listed healthy."""
         name = name or f"enhancer-{len(self.enhancers) + 1}"
         proc = ServiceProcess("enhancer", self.env("enhancer", name, ENHANCER_ID=name, **extra),
                               self.root / "logs" / f"{name}.log").start()
@@ -153,9 +155,10 @@ class Stack:
         def listed() -> bool:
             assert proc.alive, f"{name} exited:\n{proc.log()[-3000:]}"
             info = httpx.get(f"{self.url}/api/v1/info", timeout=5).json()
-            return any(e["id"] == name and e["status"] == "healthy" for e in info["enhancers"])
+            # Its own id, or those of its processes (ENHANCER_PROCESSES: <name>.1, <name>.2...).
+            return any(e["id"] in (name, f"{name}.1") and e["status"] == "healthy" for e in info["enhancers"])
 
-        wait_until(listed, 90, f"{name} to join the bus")
+        wait_until(listed, timeout, f"{name} to join the bus")
         return proc
 
     def permission_violations(self) -> list[str]:

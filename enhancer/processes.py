@@ -55,11 +55,15 @@ def plan(settings: EnhancerSettings) -> EnhancerSettings:
     asked, slots = settings.processes, settings.concurrency
     if not gpu_present(settings.device) or asked == 1 or (asked and slots):
         return replace(settings, processes=asked or 1)
-    out = subprocess.run([sys.executable, "-m", "enhancer.processes", "--plan"], capture_output=True, text=True,
-                         timeout=600, check=False, env={**os.environ, weights.ENSURED_ENV: "1"})
-    if out.returncode != 0:
-        raise RuntimeError(f"planning the enhancer processes failed: {out.stderr.strip()[-2000:]}")
-    planned = json.loads(out.stdout.strip().splitlines()[-1])
+    try:
+        out = subprocess.run([sys.executable, "-m", "enhancer.processes", "--plan"], capture_output=True, text=True,
+                             timeout=600, check=True, env={**os.environ, weights.ENSURED_ENV: "1"})
+        planned = json.loads(out.stdout.strip().splitlines()[-1])
+    except (subprocess.SubprocessError, OSError, ValueError, IndexError) as exc:
+        # One process then, which meets the same device on its own and says what is wrong with it, if anything.
+        why = exc.stderr.strip().splitlines()[-1:] if isinstance(exc, subprocess.CalledProcessError) else [str(exc)]
+        log.error("could not plan the enhancer processes (%s); running one", why[0] if why else exc)
+        return replace(settings, processes=asked or 1)
     return replace(settings, processes=planned["processes"], concurrency=planned["concurrency"])
 
 

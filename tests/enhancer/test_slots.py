@@ -7,6 +7,8 @@ card): when a GPU run measures other footprints, those constants change and so d
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -134,3 +136,31 @@ def test_one_process_needs_no_plan_and_a_host_without_a_gpu_is_not_probed(monkey
     monkeypatch.setenv("ENHANCER_PROCESSES", "1")
     monkeypatch.delenv("ENHANCER_CONCURRENCY")
     assert processes.plan(EnhancerSettings.from_env()).processes == 1  # the worker itself reads the memory
+
+
+def test_a_plan_that_cannot_be_made_runs_one_process_and_says_why(monkeypatch: pytest.MonkeyPatch,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    def broken(args: list[str], **kwargs: object) -> None:
+        raise processes.subprocess.CalledProcessError(1, args, "", "RuntimeError: CUDA error: no kernel image\n")
+
+    monkeypatch.setattr(processes.subprocess, "run", broken)
+    monkeypatch.delenv("ENHANCER_PROCESSES", raising=False)
+    monkeypatch.delenv("ENHANCER_CONCURRENCY", raising=False)
+    monkeypatch.setenv("ENHANCER_DEVICE", "cuda")
+    with caplog.at_level("ERROR", logger="enhancer.processes"):
+        assert processes.plan(EnhancerSettings.from_env()).processes == 1
+    assert "could not plan the enhancer processes (RuntimeError: CUDA error: no kernel image); running one" \
+        in caplog.text
+
+
+def test_the_planning_process_reads_the_device_and_answers(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The real planning process (torch loaded, device resolved), on this CPU standing in for a GPU host: asked
+    for two processes, it plans two of the CPU's one slot each."""
+    monkeypatch.setattr(processes, "gpu_present", lambda device: True)
+    monkeypatch.setenv("ENHANCER_DEVICE", "cpu")
+    monkeypatch.setenv("ENHANCER_ENGINE", "bench-resize")
+    monkeypatch.setenv("MODEL_DIR", str(tmp_path))
+    monkeypatch.setenv("ENHANCER_PROCESSES", "2")
+    monkeypatch.delenv("ENHANCER_CONCURRENCY", raising=False)
+    planned = processes.plan(EnhancerSettings.from_env())
+    assert (planned.processes, planned.concurrency) == (2, 1)

@@ -228,6 +228,13 @@ class Spoiled(torch.nn.Module):
         return self.net(x, **kwargs)
 
 
+class Echo(torch.nn.Module):
+    """Gives the faces back as they came: a network that costs nothing, where its output does not matter."""
+
+    def forward(self, x: torch.Tensor, **kwargs: object) -> tuple[torch.Tensor]:
+        return (x,)
+
+
 @pytest.fixture(scope="module")
 def one_face(one_pass: GFPGANEngine) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """One aligned face and its fp32 restoration, made once for the batching and fp16 tests (each pass is seconds
@@ -250,14 +257,15 @@ def test_unusable_fp16_output_is_redone_in_fp32_and_fp16_stays_off(
     try:
         with caplog.at_level(logging.WARNING):
             restored = restorer.restore(crops, recorder)
-            again = restorer.restore(crops, recorder)
+            # The next photo: no fp16 attempt (its fp32 pass need not be GFPGAN's seconds here: any network will do).
+            spoiled.net = Echo()
+            restorer.restore(crops, recorder)
     finally:
         restorer.net, half_after = net, restorer.half
         restorer.half = False
     assert "GFPGAN in fp16 gave NaN/inf or black faces" in caplog.text
     assert spoiled.half_calls == 1 and half_after is False  # tried once in fp16, then fp32 for good
-    for got in (restored, again):
-        assert all(np.array_equal(a, b) for a, b in zip(got, expected, strict=True))
+    assert all(np.array_equal(a, b) for a, b in zip(restored, expected, strict=True))
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bus.retry import TRANSIENT, BusUnavailable
 from bus.storage import ObjectMissing, StorageError
@@ -144,7 +145,44 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def on_crash(request: Request, exc: Exception) -> JSONResponse:
+        # Only what ContainCrashes could not answer gets here (an error in a middleware outside it).
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         # The server closes the connection after an error that reached it (uvicorn does): say so, or a proxy
         # (Caddy) keeps the connection for the next request, which then meets the reset and is answered 502.
         return error_response(500, render(texts.INTERNAL_ERROR(), request_language(request)), {"Connection": "close"})
+
+    app.add_middleware(ContainCrashes)
+
+
+class ContainCrashes:
+    """An unexpected error in a route becomes its 500 here, inside the app, so the server sees a finished response.
+
+    Why: an error that reaches uvicorn makes it close the connection at once, even while the request's body is still
+    arriving; the closed socket then answers that data with a reset, and a proxy in front (Caddy) could lose the 500
+    it was reading: its client got a response cut off after its headers. Answered here, the connection lives on.
+    After the response has started nothing can be said any more: the error goes on to the server.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watched(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watched)
+        except Exception:
+            if started:
+                raise
+            request = Request(scope)
+            log.exception("unhandled error on %s %s", request.method, request.url.path)
+            response = error_response(500, render(texts.INTERNAL_ERROR(), request_language(request)))
+            await response(scope, receive, send)

@@ -45,13 +45,14 @@ async def sign_in(app: FastAPI, peer: str, forwarded: str | None = None) -> int:
     return r.status_code
 
 
-async def test_an_unexpected_error_is_explained_and_its_connection_closed() -> None:
-    """The route fails here for want of a bus: a 500 in words, and ``Connection: close``, because the server closes
-    that connection anyway; without it Caddy reused the closing connection for the next visitor, who got a 502."""
-    transport = httpx.ASGITransport(edge(), client=("127.0.0.1", 40000), raise_app_exceptions=False)
+async def test_an_unexpected_error_is_answered_inside_the_app_and_the_connection_lives_on() -> None:
+    """The route fails here for want of a bus: a 500 in words, and the error does not reach the server (this
+    transport would raise it), which would close the connection at once: a proxy reading the 500 then met a reset
+    (through Caddy, a response cut off after its headers; before that, a 502 for the next visitor)."""
+    transport = httpx.ASGITransport(edge(), client=("127.0.0.1", 40000))
     async with httpx.AsyncClient(transport=transport, base_url="http://edge") as client:
         r = await client.post("/api/wechat/auth/openid", json={"code": "x"})
-    assert r.status_code == 500 and r.headers["connection"] == "close"
+    assert r.status_code == 500 and r.headers.get("connection") != "close"
     assert "the operators can find the details in the edge's log" in r.json()["error"]
 
 

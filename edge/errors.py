@@ -145,13 +145,18 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def on_crash(request: Request, exc: Exception) -> JSONResponse:
-        # Only what ContainCrashes could not answer gets here (an error in a middleware outside it).
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        # The server closes the connection after an error that reached it (uvicorn does): say so, or a proxy
-        # (Caddy) keeps the connection for the next request, which then meets the reset and is answered 502.
-        return error_response(500, render(texts.INTERNAL_ERROR(), request_language(request)), {"Connection": "close"})
+        # Only what ContainCrashes could not answer gets here (an error in a middleware outside it). The server
+        # closes the connection after an error that reached it (uvicorn does): say so, or a proxy (Caddy) keeps the
+        # connection for the next request, which then meets the reset and is answered 502.
+        return crashed(request, {"Connection": "close"})
 
     app.add_middleware(ContainCrashes)
+
+
+def crashed(request: Request, headers: dict[str, str] | None = None) -> JSONResponse:
+    """The 500 of an unexpected error (logged with its traceback): a sentence, never the error itself."""
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return error_response(500, render(texts.INTERNAL_ERROR(), request_language(request)), headers)
 
 
 class ContainCrashes:
@@ -182,7 +187,4 @@ class ContainCrashes:
         except Exception:
             if started:
                 raise
-            request = Request(scope)
-            log.exception("unhandled error on %s %s", request.method, request.url.path)
-            response = error_response(500, render(texts.INTERNAL_ERROR(), request_language(request)))
-            await response(scope, receive, send)
+            await crashed(Request(scope))(scope, receive, send)

@@ -335,8 +335,8 @@ class Worker:
         #: engine gets a job before any slot prefetches a second one.
         self._slots: asyncio.Queue[Slot] = asyncio.Queue()
         # One GFPGAN network for every slot (engines.face_restorer): the faces of the photos they hold share passes.
-        shared = Shared()
-        self._all_slots = [Slot(i, settings, device, prefetch=self.prefetch, shared=shared)
+        self._shared = Shared()
+        self._all_slots = [Slot(i, settings, device, prefetch=self.prefetch, shared=self._shared)
                            for i in range(settings.concurrency)]
         for _ in range(1 + self.prefetch):
             for slot in self._all_slots:
@@ -395,6 +395,7 @@ class Worker:
             raise EngineError(f"No engine could start: {reasons}")
         for slot in self._all_slots:
             slot.drop(failed)
+        self._shared.drop(failed)
         self.engines = working
         self.routes = engines_by_capability(working)
         self.capabilities = list(self.routes)

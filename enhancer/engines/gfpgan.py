@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from enhancer.engines import _compat  # noqa: F401  (before gfpgan/basicsr)
-from enhancer.engines.base import EngineError, EngineResult, EnhanceOptions, Progress
+from enhancer.engines.base import EngineError, EngineResult, EnhanceOptions, Progress, no_progress
 from enhancer.engines.face_restorer import FaceRestorer
 from enhancer.engines.faces import (
     FaceDetector,
@@ -92,6 +92,12 @@ class GFPGANEngine:
         self.background = background or RealESRGANEngine(self.model_dir, self.device)
         self.detector = detector or make_detector(self.model_dir, self.device)
         self.max_faces, self.min_face_size = max_faces, min_face_size
+
+    def warm_up(self, rgb: np.ndarray, opts: EnhanceOptions) -> None:
+        """A job on ``rgb`` (no face in the worker's tiny warm-up photo: detection and background run), then one
+        GFPGAN pass on the shared restorer, once per worker (:meth:`FaceRestorer.warm_up`)."""
+        self.enhance(rgb, opts, no_progress)
+        self.restorer.warm_up()
 
     def enhance(self, rgb: np.ndarray, opts: EnhanceOptions, progress: Progress) -> EngineResult:
         """Restore up to ``max_faces`` faces, ``opts.face_strength`` of the way, and upscale the photo by

@@ -34,7 +34,8 @@ T = TypeVar("T")
 
 class Shared:
     """What the slots of one worker share (one process, one device): each item is built once, by the first slot
-    that asks for it, while the others wait (slots build their engines in their own threads, at once)."""
+    that asks for it, while the others wait (slots build their engines in their own threads, at once). Items are
+    keyed by the name of the engine that uses them, so that an engine the worker leaves out frees its share."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -45,6 +46,11 @@ class Shared:
             if key not in self._items:
                 self._items[key] = build()
             return self._items[key]
+
+    def drop(self, keys: Iterable[str]) -> None:
+        with self._lock:
+            for key in keys:
+                self._items.pop(key, None)
 
 
 @dataclass(frozen=True)
@@ -115,7 +121,7 @@ def _gfpgan(ctx: BuildContext) -> Engine:
 
     # One GFPGAN network for all the worker's slots, whose photos' faces share its passes; the background
     # upsampler is the slot's own Real-ESRGAN engine (one copy of those weights per slot, tiles on its own thread).
-    restorer = ctx.shared.get(GFPGAN_WEIGHTS, lambda: load_restorer(ctx.model_dir, ctx.device, batch=ctx.max_faces))
+    restorer = ctx.shared.get(GFPGAN.name, lambda: load_restorer(ctx.model_dir, ctx.device, batch=ctx.max_faces))
     return GFPGANEngine(ctx.model_dir, ctx.device, background=ctx.needs.get(REALESRGAN.name),  # type: ignore[arg-type]
                         restorer=restorer, max_faces=ctx.max_faces)
 

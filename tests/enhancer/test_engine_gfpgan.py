@@ -8,6 +8,7 @@ weights), and so is the Real-ESRGAN background.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -323,21 +324,65 @@ def test_paste_at_strength_zero_leaves_the_background_exactly() -> None:
     assert (full != background).any()
 
 
-def test_the_slots_of_a_worker_share_one_gfpgan_network(
-        gfpgan_dir: Path, model_dir: Path, sr_engine: RealESRGANEngine, tmp_path: Path) -> None:
-    """One copy of GFPGAN's weights per worker, whose passes its slots share; each slot keeps its own detector
-    (it holds per-call state) and its own Real-ESRGAN (tiles on its own thread). ``sr_engine``: model_dir's
-    Real-ESRGAN weights are converted."""
+def models_with_gfpgan(tmp_path: Path, model_dir: Path, gfpgan_dir: Path) -> Path:
     models = tmp_path / "models"
     models.mkdir()
     for f in [*model_dir.iterdir(), gfpgan_dir / "GFPGANv1.4.pth"]:
         if f.is_file():
             (models / f.name).symlink_to(f)
+    return models
+
+
+def two_slot_worker(models: Path) -> Worker:
+    """A worker with Real-ESRGAN and GFPGAN on two CPU slots, not on a bus (building and warming engines asks
+    nothing of it)."""
     settings = EnhancerSettings(nats=NatsSettings(), s3=S3Settings(), tasks=TaskSettings(), model_dir=models,
                                 concurrency=2, compile="off").for_device("cpu")
-    bus = SimpleNamespace(jetstream=lambda: None)  # building engines asks nothing of the bus
-    worker = Worker(settings, bus, None, None, device="cpu", engines=["realesrgan", "gfpgan"])  # type: ignore[arg-type]
+    bus = SimpleNamespace(jetstream=lambda: None)
+    return Worker(settings, bus, None, None, device="cpu", engines=["realesrgan", "gfpgan"])  # type: ignore[arg-type]
+
+
+class Counted(torch.nn.Module):
+    """``net``, counting the faces of each pass."""
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        super().__init__()
+        self.net, self.batches = net, []
+
+    def forward(self, x: torch.Tensor, **kwargs: object) -> tuple[torch.Tensor]:
+        self.batches.append(x.shape[0])
+        return self.net(x, **kwargs)
+
+
+class Broken(torch.nn.Module):
+    def forward(self, x: torch.Tensor, **kwargs: object) -> tuple[torch.Tensor]:
+        raise RuntimeError("CUDA error: no kernel image is available for execution on the device")
+
+
+def test_the_slots_of_a_worker_share_one_gfpgan_network(
+        gfpgan_dir: Path, model_dir: Path, sr_engine: RealESRGANEngine, tmp_path: Path) -> None:
+    """One copy of GFPGAN's weights per worker, whose passes its slots share; each slot keeps its own detector
+    (it holds per-call state) and its own Real-ESRGAN (tiles on its own thread). ``sr_engine``: model_dir's
+    Real-ESRGAN weights are converted."""
+    worker = two_slot_worker(models_with_gfpgan(tmp_path, model_dir, gfpgan_dir))
     first, second = (slot.engine("gfpgan") for slot in worker._all_slots)
     assert isinstance(first, GFPGANEngine) and isinstance(second, GFPGANEngine)
     assert first.restorer is second.restorer
     assert first.background is not second.background and first.detector is not second.detector
+    # Warming up runs one GFPGAN pass for the two slots before the worker may be announced (the first photo
+    # with a face then finds GFPGAN's kernels ready); a network that costs nothing stands in for the pass.
+    first.restorer.net = counted = Counted(Echo())
+    assert asyncio.run(worker.warm_up()) == ["realesrgan", "gfpgan"]
+    assert counted.batches == [1]
+
+
+def test_a_gfpgan_network_that_fails_its_warm_up_is_left_out_and_let_go(
+        gfpgan_dir: Path, model_dir: Path, sr_engine: RealESRGANEngine, tmp_path: Path) -> None:
+    """A failure in GFPGAN's first pass (on a GPU: out of memory, a broken kernel) shows at start-up, not in a
+    user's first portrait: the worker offers upscaling only and no longer holds the network."""
+    worker = two_slot_worker(models_with_gfpgan(tmp_path, model_dir, gfpgan_dir))
+    restorer = worker._all_slots[0].engine("gfpgan").restorer  # type: ignore[attr-defined]
+    restorer.net = Broken()
+    assert asyncio.run(worker.warm_up()) == ["realesrgan"]
+    assert worker.capabilities == ["upscale"]
+    assert worker._shared.get("gfpgan", lambda: None) is None  # the shared network was let go

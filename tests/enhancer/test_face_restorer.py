@@ -117,3 +117,18 @@ def test_a_photo_without_faces_never_waits() -> None:
     net = Echo()
     restorer = FaceRestorer(net, "cpu")
     assert restorer.restore([], no_progress) == [] and net.passes == []
+
+
+def test_warming_up_runs_one_pass_however_many_slots_ask_at_once() -> None:
+    """The slots sharing a restorer all warm it at start-up: one pass of one 512² face, the others wait for it."""
+    net = Echo()
+    restorer = FaceRestorer(net, "cpu")
+    pool = ThreadPoolExecutor(3)
+    asked = [pool.submit(restorer.warm_up) for _ in range(3)]
+    until(lambda: len(net.passes) == 1, "the warm-up pass started")
+    net.release.set()
+    pool.shutdown(wait=True)
+    assert all(f.exception() is None for f in asked)
+    assert net.passes == [1] and restorer.passes == 1
+    restorer.warm_up()  # warm already
+    assert net.passes == [1]

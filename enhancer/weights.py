@@ -24,7 +24,6 @@ import os
 import re
 import socket
 import sys
-import tempfile
 import threading
 import time
 import urllib.error
@@ -38,6 +37,8 @@ from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import numpy as np
+
+from enhancer.cache_files import save_atomically
 
 if TYPE_CHECKING:
     import torch
@@ -701,7 +702,7 @@ def _load(model_dir: Path, variant: _Variant, arch: Callable[[], torch.nn.Module
         if state is None:
             param_text, bin_data = ncnn_files(variant.ncnn_stem)
             state = ncnn_to_state_dict(param_text, bin_data, arch().state_dict())
-            _save_atomic({"params_ema": state}, cache)
+            save_atomically(cache, lambda tmp: torch.save({"params_ema": state}, tmp), "the converted weights")
     return state
 
 
@@ -735,27 +736,6 @@ def _converting(model_dir: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # releases the lock
-
-
-def _save_atomic(obj: Any, dest: Path) -> None:
-    """Write via temp file + os.replace; a read-only model dir only costs a reconversion next time."""
-    import torch
-
-    try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    except OSError as exc:
-        log.warning("Cannot cache converted weights in %s: %s", dest.parent, exc)
-        return
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-        os.replace(tmp, dest)
-    except OSError as exc:
-        log.warning("Cannot cache converted weights at %s: %s", dest, exc)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
 
 
 def load_x4plus(model_dir: Path) -> dict[str, torch.Tensor]:

@@ -50,6 +50,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from enhancer.cache_files import first_line, save_atomically
 from enhancer.engines._memory import is_oom
 from enhancer.engines.registry import COMPILE_MODES
 
@@ -234,21 +235,13 @@ def tensorrt_backend(net: torch.nn.Module, example: torch.Tensor, folder: Path) 
                 fn(example)
             return fn
         except Exception as exc:
-            log.warning("cached TensorRT engine %s is unusable (%s); building it again", path, _first_line(exc))
+            log.warning("cached TensorRT engine %s is unusable (%s); building it again", path, first_line(exc))
     plain = example.clone()  # a normal tensor (``example`` is an inference tensor) for torch.export to trace
     fn = torch_tensorrt.compile(net, ir="dynamo", inputs=[plain], enabled_precisions={example.dtype},
                                 min_block_size=1)
     with torch.inference_mode():
         fn(example)
-    tmp = folder / f".engine.{os.getpid()}.{threading.get_ident()}.ep"
-    try:
-        torch_tensorrt.save(fn, str(tmp), inputs=[plain])
-        os.replace(tmp, path)
-    except Exception as exc:  # not cached: built again at the next start, nothing worse
-        log.warning("could not save the TensorRT engine to %s: %s", path, _first_line(exc))
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+    save_atomically(path, lambda tmp: torch_tensorrt.save(fn, str(tmp), inputs=[plain]), "the TensorRT engine")
     return fn
 
 
@@ -273,7 +266,7 @@ def openvino_backend(net: torch.nn.Module, example: torch.Tensor, folder: Path) 
         try:
             model = core.read_model(str(path))
         except Exception as exc:
-            log.warning("cached OpenVINO model %s is unusable (%s); converting it again", path, _first_line(exc))
+            log.warning("cached OpenVINO model %s is unusable (%s); converting it again", path, first_line(exc))
     if model is None:
         started = time.perf_counter()
         # A normal tensor (``example`` is an inference tensor), small: tracing time grows with its size.
@@ -307,7 +300,7 @@ def _save_openvino(ov: object, model: object, path: Path) -> None:
         os.replace(tmp / path.with_suffix(".bin").name, path.with_suffix(".bin"))
         os.replace(tmp / path.name, path)
     except Exception as exc:  # not cached: converted again at the next start, nothing worse
-        log.warning("could not save the OpenVINO model to %s: %s", path, _first_line(exc))
+        log.warning("could not save the OpenVINO model to %s: %s", path, first_line(exc))
     finally:
         for leftover in tmp.glob("*") if tmp.is_dir() else ():
             with contextlib.suppress(OSError):
@@ -365,7 +358,7 @@ class CompiledNet(torch.nn.Module):
                 self.grow_tiles = False
                 raise  # the engine retries with smaller tiles, which now run eager
             log.warning("%s: the compiled network failed (%s); running eager from now on", self.name,
-                        _first_line(exc))
+                        first_line(exc))
             self.compiled = None
             return self.net(x)
 
@@ -431,8 +424,7 @@ def build(net: torch.nn.Module, *, name: str, kind: str, shape: tuple[int, int, 
                                  "shape": list(shape), "dtype": str(dtype), "psnr_db": round(psnr, 2),
                                  "build_s": round(seconds, 2), "cache": str(folder), "cache_was_warm": cached,
                                  "reference_was_cached": reused}
-    with contextlib.suppress(OSError):
-        (folder / "build.json").write_text(json.dumps(record, indent=1))
+    save_atomically(folder / "build.json", lambda tmp: tmp.write_text(json.dumps(record, indent=1)), "the build record")
     return CompiledNet(net, fn, shape, dtype, layout, name, dynamic=kind in DYNAMIC_SHAPE), record
 
 
@@ -462,7 +454,7 @@ def compile_net(net: torch.nn.Module, *, name: str, mode: str, edge: int, device
                                  min_psnr=min_psnr)
     except Exception as exc:  # whatever the compiler does, the job runs
         log.warning("%s: %s compile for %s failed (%s: %s); running eager", name, kind, tiles, type(exc).__name__,
-                    _first_line(exc))
+                    first_line(exc))
         return net
     log.info("%s: compiled with %s for %s in %.1f s (%.1f dB from eager fp32; cache %s%s)", name, kind, tiles,
              record["build_s"], record["psnr_db"], record["cache"], ", reused" if record["cache_was_warm"] else "")
@@ -494,15 +486,8 @@ def _reference_output(reference: torch.nn.Module, example: torch.Tensor, device:
             out = reference.to(device)(example.to(param.dtype))
     finally:
         reference.to(home)
-    tmp = folder / f".{REFERENCE_FILE}.{os.getpid()}.{threading.get_ident()}"
-    try:
-        with tmp.open("wb") as f:
-            np.save(f, out.detach().float().cpu().numpy(), allow_pickle=False)
-        os.replace(tmp, path)
-    except OSError as exc:  # not kept: eager runs again at the next start, nothing worse
-        log.warning("could not save the check tile's eager output to %s: %s", path, _first_line(exc))
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+    saved = out.detach().float().cpu().numpy()
+    save_atomically(path, lambda tmp: np.save(tmp, saved, allow_pickle=False), "the check tile's eager output")
     return out, False
 
 
@@ -520,8 +505,3 @@ def _cache_folder(root: Path, key: str) -> Path:
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:300] if text else type(exc).__name__

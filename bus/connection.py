@@ -43,6 +43,20 @@ EVENTS_DEDUP_WINDOW = 3600.0
 JOBS_DEDUP_WINDOW = 600.0
 
 
+class _QuietTlsEof(logging.Filter):
+    """Drops asyncio's "returning true from eof_received() has no effect when using ssl": nats-py's TLS transport
+    logs it at every close of a TLS connection (nats-io/nats.py#574), so each service's clean shutdown printed
+    warnings about nothing."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("returning true from eof_received() has no effect when using ssl")
+
+
+_ASYNCIO_LOG = logging.getLogger("asyncio")
+if not any(isinstance(f, _QuietTlsEof) for f in _ASYNCIO_LOG.filters):
+    _ASYNCIO_LOG.addFilter(_QuietTlsEof())
+
+
 def auth_options(settings: NatsSettings) -> dict[str, Any]:
     """nats-py's keyword arguments for the credential, TLS and inbox prefix in ``settings``."""
     opts: dict[str, Any] = {"inbox_prefix": settings.inbox_prefix}

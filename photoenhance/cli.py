@@ -156,6 +156,11 @@ def _models(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+#: Where ``enhance`` and ``servers`` look for the service unless told.
+DEFAULT_SERVER = "http://127.0.0.1:8000"
+SERVER_HELP = "the service's address (default $PHOTOENHANCE_URL, else http://127.0.0.1:8000; `make run` prints its own)"
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="photoenhance", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -211,7 +216,7 @@ def parser() -> argparse.ArgumentParser:
     en = sub.add_parser("enhance", help="enhance photos through a running service")
     en.add_argument("files", nargs="+", help="photos to enhance")
     en.add_argument("--out", required=True, help="folder for the results")
-    en.add_argument("--server", default=os.environ.get("PHOTOENHANCE_URL", "http://127.0.0.1:8000"))
+    en.add_argument("--server", default=os.environ.get("PHOTOENHANCE_URL", DEFAULT_SERVER), help=SERVER_HELP)
     en.add_argument("--scale", type=int, choices=(2, 4), default=4)
     en.add_argument("--quality", choices=("fast", "medium", "high"),
                     help="default: the service's (fast where every enhancer is a CPU, else high)")
@@ -226,7 +231,7 @@ def parser() -> argparse.ArgumentParser:
     en.set_defaults(func=_enhance)
 
     sv = sub.add_parser("servers", help="the enhancers on the bus, as a table (admin token)")
-    sv.add_argument("--server", default=os.environ.get("PHOTOENHANCE_URL", "http://127.0.0.1:8000"))
+    sv.add_argument("--server", default=os.environ.get("PHOTOENHANCE_URL", DEFAULT_SERVER), help=SERVER_HELP)
     sv.add_argument("--watch", action="store_true", help="refresh until Ctrl-C")
     sv.add_argument("--interval", type=float, default=2.0)
     sv.add_argument("--token-file", help="file holding the admin token (default $ADMIN_TOKEN, then var/admin-token)")

@@ -24,6 +24,12 @@ class ServiceError(RuntimeError):
     pass
 
 
+def unreachable(server: str, exc: httpx.TransportError) -> str:
+    """What a person is told when nothing answers at ``server``: where we looked, and how to look elsewhere."""
+    return (f"cannot reach the service at {server} ({str(exc) or type(exc).__name__}). Is it running? Give its "
+            "address with --server URL or PHOTOENHANCE_URL")
+
+
 def _error(resp: httpx.Response) -> ServiceError:
     try:
         message = resp.json().get("error") or resp.text
@@ -83,6 +89,11 @@ async def _one(client: httpx.AsyncClient, path: Path, out_dir: Path, params: dic
 async def _run(files: list[Path], out_dir: Path, server: str, params: dict[str, str], parallel: int) -> int:
     limit = asyncio.Semaphore(max(1, parallel))
     async with httpx.AsyncClient(base_url=server, timeout=httpx.Timeout(60.0, connect=10.0)) as client:
+        try:  # one line if nothing answers there, not one failure per photo
+            await client.get("/api/v1/health")
+        except httpx.TransportError as e:
+            print(f"error: {unreachable(server, e)}", file=sys.stderr)
+            return 2
         results = await asyncio.gather(*(_one(client, f, out_dir, params, i, limit) for i, f in enumerate(files)),
                                        return_exceptions=True)
     failures = 0

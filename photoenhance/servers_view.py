@@ -9,6 +9,8 @@ from pathlib import Path
 
 import httpx
 
+from .client import unreachable
+
 COLUMNS = ("server_id", "status", "device_name", "engines", "load", "done", "failed", "uptime", "seen")
 
 
@@ -50,7 +52,11 @@ def show(server: str, *, watch: bool, interval: float, token_file: str | None) -
         return 2
     with httpx.Client(base_url=server.rstrip("/"), headers={"Authorization": f"Bearer {token}"}, timeout=10) as c:
         while True:
-            r = c.get("/api/v1/servers")
+            try:
+                r = c.get("/api/v1/servers")
+            except httpx.TransportError as e:
+                print(f"error: {unreachable(server.rstrip('/'), e)}", file=sys.stderr)
+                return 2
             if r.status_code != 200:
                 print(f"HTTP {r.status_code}: {r.json().get('error', r.text)}", file=sys.stderr)
                 return 1

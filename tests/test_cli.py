@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from PIL import Image
+
+from photoenhance import cli
 
 from .support import ROOT, Stack, encode, photo
 
@@ -47,3 +51,25 @@ def test_cli_writes_the_format_asked(stack: Stack, tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     with Image.open(out / "cat_enhanced.webp") as img:
         assert img.format == "WEBP" and img.size == (80, 60)
+
+
+def test_with_nothing_at_the_address_both_commands_say_where_they_looked_once(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """`make run` may serve on another port (PORT=8010): a client pointed at the wrong one says so in one line,
+    not with a traceback (`servers`) or one failure per photo (`enhance`)."""
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        nowhere = f"http://127.0.0.1:{s.getsockname()[1]}"
+    monkeypatch.setenv("PHOTOENHANCE_URL", nowhere)
+    monkeypatch.setenv("ADMIN_TOKEN", "whatever")
+    photos = []
+    for name in ("a.jpg", "b.jpg"):
+        (tmp_path / name).write_bytes(encode(photo(size=(16, 16))))
+        photos.append(str(tmp_path / name))
+    for argv in (["enhance", *photos, "--out", str(tmp_path / "out")], ["servers"]):
+        with pytest.raises(SystemExit) as exited:
+            cli.main(argv)
+        assert exited.value.code == 2
+        err = capsys.readouterr().err
+        assert err.count(f"cannot reach the service at {nowhere}") == 1, err
+        assert "--server URL or PHOTOENHANCE_URL" in err and "Traceback" not in err

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from contextlib import AsyncExitStack
 
 from bus import connect
@@ -27,7 +28,7 @@ async def serve(settings: BillingSettings, stop: asyncio.Event) -> None:
     async with AsyncExitStack() as stack:
         ledger = await Ledger.open(settings.db_path)
         stack.push_async_callback(ledger.close)
-        nc = await stack.enter_async_context(connect(settings.nats, "billing"))
+        nc = await stack.enter_async_context(connect(settings.nats, "billing", stop=stop))
         js = nc.jetstream()
         await wait_for_stream(js)
         wechat = await stack.enter_async_context(WeChat(settings.wechat)) if settings.wechat else None
@@ -69,4 +70,5 @@ def main(argv: list[str] | None = None) -> None:
     if argv:
         raise SystemExit(f"unknown billing command {argv[0]!r}; use 'replay' or nothing")
 
-    run_until_signal(lambda stop: serve(settings, stop))
+    if code := run_until_signal(lambda stop: serve(settings, stop)):
+        sys.exit(code)

@@ -18,6 +18,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from nats.aio.client import Client
+from nats.errors import AuthorizationError
 from nats.js import JetStreamContext
 from nats.js.api import (
     AckPolicy,
@@ -30,8 +31,6 @@ from nats.js.api import (
 )
 from nats.js.errors import BadRequestError, BucketNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
-
-import nats
 
 from . import capabilities, subjects
 from .settings import NatsSettings, TaskSettings
@@ -72,12 +71,41 @@ def auth_options(settings: NatsSettings) -> dict[str, Any]:
     return opts
 
 
+#: Exit status of a service whose credential the bus refused (revoked, or not issued by this bus's operator):
+#: EX_CONFIG of sysexits.h. Restarting it cannot help, so the enhancer's supervisor does not.
+REFUSED_EXIT = 78
+#: Refusals in a row while connecting after which the credential is taken as refused for good (as nats.go does):
+#: one could be a server that has not loaded its accounts yet.
+REFUSALS_TO_GIVE_UP = 2
+
+
+class CredentialRefused(RuntimeError):
+    """The bus refused this process's credential: nothing it does can work until an operator issues another."""
+
+
+class StoppedWhileConnecting(Exception):
+    """SIGTERM/SIGINT came before the bus answered (a service started while NATS is down): nothing to drain."""
+
+
+def _is_refusal(exc: BaseException) -> bool:
+    return isinstance(exc, AuthorizationError) or "authorization violation" in str(exc).lower()
+
+
 @asynccontextmanager
-async def connect(settings: NatsSettings, name: str) -> AsyncIterator[Client]:
-    """Connect with the service's own credentials; reconnect forever; drain on exit."""
+async def connect(settings: NatsSettings, name: str, *, stop: asyncio.Event | None = None) -> AsyncIterator[Client]:
+    """Connect with the service's own credentials; reconnect forever; drain on exit.
+
+    While the bus cannot be reached it keeps trying (services may start before NATS), until ``stop`` is set
+    (:class:`StoppedWhileConnecting`). A credential the bus refuses raises :class:`CredentialRefused`: at once
+    when connecting, and on leaving the block when it was refused later (revoked: the process drains first)."""
+    refusals = 0
+    joined = leaving = dropped_for_good = False
 
     async def on_error(e: Exception) -> None:
+        nonlocal refusals
         log.warning("nats error (%s): %s", name, e)
+        if not joined and _is_refusal(e):
+            refusals += 1
 
     async def on_disconnect() -> None:
         if not (nc.is_closed or nc.is_draining):  # a deliberate close is not news
@@ -86,17 +114,18 @@ async def connect(settings: NatsSettings, name: str) -> AsyncIterator[Client]:
     async def on_reconnect() -> None:
         log.info("nats reconnected (%s)", name)
 
-    leaving = False
-
     async def on_closed() -> None:
         # nats-py reconnects forever, except when the server refuses the credential: then nothing this
         # process does can work again, so it stops (SIGTERM: the usual drain) instead of retrying in vain.
-        if not leaving:
+        nonlocal dropped_for_good
+        if joined and not leaving:
+            dropped_for_good = True
             log.error("nats closed the connection (%s) for good: the server refused this credential "
                       "(revoked?); stopping", name)
             os.kill(os.getpid(), signal.SIGTERM)
 
-    nc = await nats.connect(
+    nc = Client()
+    connecting = asyncio.create_task(nc.connect(
         servers=settings.servers,
         **auth_options(settings),
         name=name,
@@ -107,7 +136,29 @@ async def connect(settings: NatsSettings, name: str) -> AsyncIterator[Client]:
         disconnected_cb=on_disconnect,
         reconnected_cb=on_reconnect,
         closed_cb=on_closed,
-    )
+    ))
+    # Until connected or closed for good. nats-py's connect may also return before the server has said yes (it
+    # checks a JWT's account after the handshake, and a refusal then comes as a closed connection), and it retries a
+    # refused credential forever; a refusal comes twice in a row before it counts (nats.go's rule).
+    while not (connecting.done() and (nc.is_connected or nc.is_closed or connecting.exception())):
+        if refusals >= REFUSALS_TO_GIVE_UP or (stop is not None and stop.is_set()):
+            break
+        await asyncio.sleep(0.05)
+    if not nc.is_connected:
+        leaving = True
+        connecting.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await connecting
+        with contextlib.suppress(Exception):
+            await nc.close()
+        if refusals >= REFUSALS_TO_GIVE_UP or _is_refusal(nc.last_error):
+            raise CredentialRefused(f"the bus at {settings.url} refused the credential of {name} (revoked, or not "
+                                    "issued by this bus's operator): ask an operator for a new one")
+        if stop is not None and stop.is_set():
+            raise StoppedWhileConnecting(f"{name} stopped before the bus at {settings.url} answered")
+        connecting.result()  # what connecting raised
+        raise ConnectionError(f"the bus at {settings.url} closed the connection of {name}: {nc.last_error}")
+    joined = True
     try:
         yield nc
     finally:
@@ -118,6 +169,8 @@ async def connect(settings: NatsSettings, name: str) -> AsyncIterator[Client]:
             except Exception as e:  # a drain that fails must not hide the real exit reason
                 log.warning("nats drain (%s) failed: %s", name, e)
                 await nc.close()
+    if dropped_for_good:
+        raise CredentialRefused(f"the bus at {settings.url} dropped {name}: its credential was revoked")
 
 
 def jobs_stream(tasks: TaskSettings) -> StreamConfig:

@@ -25,6 +25,8 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from bus.connection import REFUSED_EXIT
+
 from . import weights
 from .settings import EnhancerSettings
 
@@ -102,7 +104,8 @@ class _Worker:
 
 def supervise(settings: EnhancerSettings) -> int:
     """Run ``settings.processes`` workers of ``settings.concurrency`` slots until SIGTERM/SIGINT; 0 once they
-    have drained and left."""
+    have drained and left. If the bus refuses their credential (one exits with :data:`REFUSED_EXIT`), the others
+    are stopped too and the supervisor exits with that status."""
     count = settings.processes or 1
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -114,11 +117,19 @@ def supervise(settings: EnhancerSettings) -> int:
     log.info("running %d enhancer processes (slots each: %s)", count, settings.concurrency or "auto")
     for worker in workers:
         worker.start()
+    refused = False
     while not stop.wait(0.2):
         now = time.monotonic()
         for worker in workers:
             if worker.alive:
                 continue
+            if worker.proc is not None and worker.proc.returncode == REFUSED_EXIT:
+                # The bus refused the credential they all share: starting them again cannot help.
+                log.error("enhancer %s: the bus refused this host's credential; stopping every process (a new "
+                          "credential is an operator's to issue)", worker.worker_id)
+                refused = True
+                stop.set()
+                break
             if worker.restart_at is None and worker.proc is not None:
                 ran = now - worker.started
                 worker.pause = 0.0 if ran >= STABLE_AFTER else min(max(2 * worker.pause, FIRST_PAUSE), LONGEST_PAUSE)
@@ -141,7 +152,7 @@ def supervise(settings: EnhancerSettings) -> int:
             log.error("enhancer %s did not leave in time; killing it", worker.worker_id)
             worker.proc.kill()
             worker.proc.wait()
-    return 0
+    return REFUSED_EXIT if refused else 0
 
 
 if __name__ == "__main__":

@@ -44,7 +44,7 @@ async def serve(settings: EnhancerSettings, stop: asyncio.Event) -> int:
     settings.model_dir.mkdir(parents=True, exist_ok=True)
     metrics.serve(settings.metrics_port, settings.metrics_host)
     async with AsyncExitStack() as stack:
-        nc = await stack.enter_async_context(connect(settings.nats, f"enhancer {settings.worker_id}"))
+        nc = await stack.enter_async_context(connect(settings.nats, f"enhancer {settings.worker_id}", stop=stop))
         kv = await wait_for_resources(nc.jetstream())
         store = ObjectStore(settings.s3)
         worker = Worker(settings, nc, TaskStore(kv), store, device=device, engines=engines)
@@ -97,15 +97,14 @@ def main() -> None:
     settings = processes.plan(settings)
     if (settings.processes or 1) > 1:
         sys.exit(processes.supervise(settings))
-    run_until_signal(lambda stop: serve(settings, stop))
-    leave()
+    leave(run_until_signal(lambda stop: serve(settings, stop)))
 
 
-def leave() -> None:
-    """Exit at once: drained and off the bus, the process has nothing left to tear down. The interpreter's own
-    teardown takes most of a second with PyTorch loaded, and would wait for the thread of an engine still
-    computing a handed-back job, which cannot be interrupted (that job is already back in the queue)."""
+def leave(code: int = 0) -> None:
+    """Exit at once with ``code``: drained and off the bus, the process has nothing left to tear down. The
+    interpreter's own teardown takes most of a second with PyTorch loaded, and would wait for the thread of an
+    engine still computing a handed-back job, which cannot be interrupted (that job is already back in the queue)."""
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(0)
+    os._exit(code)

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import httpx
 
+from bus.connection import REFUSED_EXIT
 from photoenhance.stack import ServiceProcess, wait_until
 
-from .support import Stack
+from .support import Stack, forged_creds
 
 
 def workers_of(pid: int) -> set[int]:
@@ -66,5 +67,23 @@ def test_one_command_runs_two_workers_restarts_one_that_dies_and_drains_both_on_
         # Each left the bus as a drained worker does (presence "left"), rather than going silent.
         wait_until(lambda: statuses(own_stack, "multi.1", "multi.2") == ["left", "left"], 30,
                    "both workers to leave the bus")
+    finally:
+        supervisor.kill()
+
+
+def test_when_the_bus_refuses_the_credential_every_worker_stops_and_none_is_started_again(
+        own_stack: Stack, tmp_path: Path) -> None:
+    """A revoked (here: forged) credential is refused to every worker alike: restarting them would retry it
+    forever, so the supervisor stops them all and exits with the status that says so."""
+    env = own_stack.env("enhancer", "refused", ENHANCER_ID="refused", ENHANCER_PROCESSES="2",
+                        ENHANCER_ENGINE="bench-resize", ENHANCER_DEVICE="cpu", ENHANCER_WARM_UP="off")
+    env["NATS_CREDS"] = str(forged_creds(tmp_path))
+    supervisor = ServiceProcess("enhancer", env, own_stack.root / "logs" / "refused.log").start()
+    assert supervisor.proc is not None
+    try:
+        assert supervisor.proc.wait(60) == REFUSED_EXIT, supervisor.log()[-3000:]
+        log = supervisor.log()
+        assert "the bus refused this host's credential; stopping every process" in log
+        assert "refused the credential of enhancer" in log and "starting it again" not in log
     finally:
         supervisor.kill()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import socket
 import subprocess
 import sys
@@ -20,13 +21,15 @@ import pytest
 from nats.aio.client import Client
 
 import nats
-from bus import subjects
+from bus import connection, subjects
 from bus.billing import FACTS
+from bus.connection import CredentialRefused, StoppedWhileConnecting, connect
 from bus.permissions import BILLING, EDGE, ENHANCER
-from photoenhance import credentials, nats_jwt
+from bus.settings import NatsSettings
+from photoenhance import credentials
 from photoenhance.servers import EmbeddedNats, connect_options
 
-from .support import Stack
+from .support import Stack, forged_creds
 
 STREAMS = (subjects.JOBS_STREAM, subjects.EVENTS_STREAM, f"KV_{subjects.TASKS_BUCKET}",
            f"KV_{subjects.ENHANCERS_BUCKET}")
@@ -189,9 +192,12 @@ async def test_a_revoked_gpu_host_is_cut_off_at_once_and_cannot_come_back(stack:
     await asyncio.to_thread(_cli, "credentials", "revoke", "revoked-host", "--identity", identity,
                             "--nats-url", stack.nats.url)
     await asyncio.wait_for(closed.wait(), 10)  # dropped by the server, and its reconnects refused
-    with pytest.raises((nats.errors.Error, OSError)):
-        await nats.connect(**connect_options(settings), allow_reconnect=False, max_reconnect_attempts=0,
-                           connect_timeout=3)
+    # Starting again with it: refused, and the service gives up at once instead of retrying forever.
+    host = NatsSettings(url=settings["NATS_URL"], creds=Path(settings["NATS_CREDS"]), ca=Path(settings["NATS_CA"]),
+                        inbox_prefix=settings["NATS_INBOX_PREFIX"])
+    with pytest.raises(CredentialRefused):
+        async with asyncio.timeout(10), connect(host, "enhancer revoked-host"):
+            pass
     listed = await asyncio.to_thread(_cli, "credentials", "list", "--identity", identity)
     assert any(line.split()[:3] == ["revoked-host", "enhancer", "revoked"] for line in listed.splitlines())
     # Nobody else was touched: the session's enhancer still beats and is listed healthy.
@@ -240,7 +246,28 @@ async def test_a_client_without_a_credential_or_with_a_forged_one_is_refused(nat
     assert not await _refused(options)  # the real admin credential is let in
     assert await _refused({k: v for k, v in options.items() if k != "user_credentials"})
     # A user JWT signed by a key of its own, not by our account: the server trusts only our operator.
-    rogue_account, user = nats_jwt.KeyPair.create(nats_jwt.ACCOUNT), nats_jwt.KeyPair.create(nats_jwt.USER)
-    forged = tmp_path / "forged.creds"
-    forged.write_text(nats_jwt.creds(nats_jwt.user_jwt(rogue_account, user.public, "admin", None), user.seed))
-    assert await _refused({**options, "user_credentials": str(forged)})
+    assert await _refused({**options, "user_credentials": str(forged_creds(tmp_path))})
+
+
+async def test_a_service_whose_credential_is_refused_gives_up_at_once_and_says_why(
+        nats_server: EmbeddedNats, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Retrying a refused credential forever (it did, every half second, deaf to SIGTERM) helps nobody."""
+    ca = nats_server.env_for("edge", "edge")["NATS_CA"]
+    settings = NatsSettings(url=nats_server.url, creds=forged_creds(tmp_path), ca=Path(ca))
+    with caplog.at_level(logging.WARNING, logger="bus.connection"), \
+            pytest.raises(CredentialRefused, match="refused the credential of enhancer thief"):
+        async with asyncio.timeout(10), connect(settings, "enhancer thief"):
+            pass
+    assert len(caplog.messages) <= connection.REFUSALS_TO_GIVE_UP, caplog.messages  # no retries in a loop
+
+
+async def test_a_service_waiting_for_a_bus_that_is_down_stops_when_told() -> None:
+    """A service started before NATS keeps trying to reach it, and SIGTERM (``stop``) still stops it."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        nowhere = f"nats://127.0.0.1:{s.getsockname()[1]}"
+    stop = asyncio.Event()
+    asyncio.get_running_loop().call_later(1.0, stop.set)  # after a failed attempt or two
+    with pytest.raises(StoppedWhileConnecting):
+        async with asyncio.timeout(10), connect(NatsSettings(url=nowhere), "billing", stop=stop):
+            pass

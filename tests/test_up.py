@@ -19,6 +19,7 @@ from minio import Minio
 from minio.error import S3Error
 from PIL import Image
 
+from bus.connection import REFUSED_EXIT
 from photoenhance.credentials import load_env_file
 from photoenhance.servers import ADMIN_ENV_FILE, free_port
 
@@ -120,8 +121,9 @@ def test_a_gpu_host_joins_with_its_env_file_and_is_cut_off_by_revoke(up: Up, tmp
                       secret_key=settings["S3_SECRET_KEY"], secure=False, region="us-east-1")
         with pytest.raises(S3Error):
             store.get_object(settings["S3_BUCKET"], "inputs/any/photo.jpg")
-        # The worker says why it stops, and stops (nothing it could do would work again).
-        assert worker.wait(60) == 0 and "refused this credential (revoked?)" in log_path.read_text()
+        # The worker says why it stops, and stops with the status that tells a supervisor not to start it again
+        # (nothing it could do would work again).
+        assert worker.wait(60) == REFUSED_EXIT and "refused this credential (revoked?)" in log_path.read_text()
         listed = _cli("credentials", "list", "--identity", str(up.var / "identity"))
         assert any(line.split()[:3] == ["gpu-2", "enhancer", "revoked"] for line in listed.splitlines())
         # The local enhancer, on the same bus, was not touched.

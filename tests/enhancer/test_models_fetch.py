@@ -410,7 +410,7 @@ def test_who_fetches_at_start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     calls: list[Path] = []
     monkeypatch.setattr(weights, "ensure", lambda model_dir: calls.append(model_dir))
     monkeypatch.setattr(service, "run_until_signal", lambda _serve: 0)
-    monkeypatch.setattr(service, "leave", lambda: None)  # the process exit that follows a drain
+    monkeypatch.setattr(service, "leave", lambda code=0: None)  # the process exit that follows a drain
     monkeypatch.setenv("MODEL_DIR", str(tmp_path))
     monkeypatch.delenv(weights.ENSURED_ENV, raising=False)
     service.main()

@@ -17,6 +17,7 @@ from billing.follower import RefusedFact, read_fact
 from bus import subjects
 from bus.codec import unpack_any
 from bus.schemas import TaskEvent
+from photoenhance import nats_jwt
 from photoenhance.servers import EmbeddedNats, EmbeddedS3
 from photoenhance.stack import ROOT, ServiceProcess, Stack, wait_until
 
@@ -127,3 +128,12 @@ def sharpness(img: Image.Image) -> float:
     g = np.asarray(img.convert("L"), dtype=np.float64)
     lap = -4 * g[1:-1, 1:-1] + g[:-2, 1:-1] + g[2:, 1:-1] + g[1:-1, :-2] + g[1:-1, 2:]
     return float(lap.var())
+
+
+def forged_creds(folder: Path) -> Path:
+    """A ``.creds`` file whose user JWT an account key of its own signed, not our operator's account: what a
+    thief without a real credential could make. The bus refuses it."""
+    rogue_account, user = nats_jwt.KeyPair.create(nats_jwt.ACCOUNT), nats_jwt.KeyPair.create(nats_jwt.USER)
+    forged = folder / "forged.creds"
+    forged.write_text(nats_jwt.creds(nats_jwt.user_jwt(rogue_account, user.public, "thief", None), user.seed))
+    return forged

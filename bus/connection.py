@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import ssl
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -87,6 +88,27 @@ class StoppedWhileConnecting(Exception):
     """SIGTERM/SIGINT came before the bus answered (a service started while NATS is down): nothing to drain."""
 
 
+class _Repeats:
+    """Says a repeated error once every :attr:`every` seconds, with how often it came meanwhile: nats-py retries
+    every half second while the bus is down, which logged two lines a second for as long as that lasted."""
+
+    every = 10.0
+
+    def __init__(self) -> None:
+        self.text, self.said_at, self.unsaid = "", 0.0, 0
+
+    def say(self, text: str) -> str | None:
+        """``text`` to log now (with the count of its unlogged repeats), or None to stay quiet."""
+        now = time.monotonic()
+        if text == self.text and now - self.said_at < self.every:
+            self.unsaid += 1
+            return None
+        said = f"{text} (and {self.unsaid} times more in {now - self.said_at:.0f} s)" \
+            if text == self.text and self.unsaid else text
+        self.text, self.said_at, self.unsaid = text, now, 0
+        return said
+
+
 def _is_refusal(exc: BaseException) -> bool:
     return isinstance(exc, AuthorizationError) or "authorization violation" in str(exc).lower()
 
@@ -101,9 +123,12 @@ async def connect(settings: NatsSettings, name: str, *, stop: asyncio.Event | No
     refusals = 0
     joined = leaving = dropped_for_good = False
 
+    repeats = _Repeats()
+
     async def on_error(e: Exception) -> None:
         nonlocal refusals
-        log.warning("nats error (%s): %s", name, e)
+        if (text := repeats.say(str(e) or type(e).__name__)) is not None:
+            log.warning("nats error (%s): %s", name, text)
         if not joined and _is_refusal(e):
             refusals += 1
 

@@ -271,3 +271,18 @@ async def test_a_service_waiting_for_a_bus_that_is_down_stops_when_told() -> Non
     with pytest.raises(StoppedWhileConnecting):
         async with asyncio.timeout(10), connect(NatsSettings(url=nowhere), "billing", stop=stop):
             pass
+
+
+def test_an_error_repeated_while_the_bus_is_down_is_logged_once_every_ten_seconds(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [100.0]
+    monkeypatch.setattr(connection.time, "monotonic", lambda: clock[0])
+    repeats = connection._Repeats()
+    said = []
+    for _ in range(41):  # nats-py's retries, every half second, for 20 s
+        said.append(repeats.say("[Errno 111] Connection refused"))
+        clock[0] += 0.5
+    assert [s for s in said if s] == ["[Errno 111] Connection refused",
+                                     "[Errno 111] Connection refused (and 19 times more in 10 s)",
+                                     "[Errno 111] Connection refused (and 19 times more in 10 s)"]
+    assert repeats.say("nats: 'Authorization Violation'") == "nats: 'Authorization Violation'"  # news at once

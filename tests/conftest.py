@@ -112,7 +112,7 @@ _LONGEST = {"test_faults.py": 64, "test_pipeline_overlap.py": 42, "test_deadline
             "test_fault_run.py": 39, "test_up.py": 32, "test_resilience.py": 25, "test_memory_bound.py": 24,
             "test_browser.py": 23, "test_cluster.py": 23, "test_capability_routing.py": 21,
             "test_face_restoration_e2e.py": 21, "test_anonymous.py": 18, "test_enhancer_start.py": 17,
-            "test_processes.py": 17, "test_credits.py": 14, "test_graceful_shutdown.py": 14,
+            "test_processes.py": 40, "test_credits.py": 14, "test_graceful_shutdown.py": 14,
             "test_reconciler_service.py": 10, "test_hostile_corpus.py": 10, "test_trust.py": 10, "test_fuzz.py": 9,
             "test_metrics.py": 9}
 

@@ -102,13 +102,6 @@ class Sampler:
         return gpu + f"CPUs {self.cpu_busy:.0%} busy"
 
 
-def healthy_workers(url: str) -> int:
-    """Worker processes on the bus now, as the edge lists them."""
-    import httpx
-
-    return sum(e["status"] == "healthy" for e in httpx.get(f"{url}/api/v1/info", timeout=10).json()["enhancers"])
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--enhancers", default="1,2,3", help="enhancer process counts to run, comma-separated")
@@ -161,7 +154,7 @@ def main() -> None:
                                    poll=args.poll)
                 assert all(t.status == "completed" for t in warm), [t.status for t in warm]
                 # With ENHANCER_PROCESSES, each enhancer is several workers on the bus: clients for each of them.
-                workers = healthy_workers(stack.url)
+                workers = sum(status == "healthy" for status in stack.enhancer_statuses().values())
                 clients = max(workers, n) * args.clients_per_enhancer
                 with Sampler() as sampler:
                     row = measure(stack, nats, f"{n} enhancer(s), {workers} process(es)", data, tasks=args.tasks,

@@ -72,7 +72,7 @@ from bus.texts import Said, said_of, stored
 
 from . import metrics
 from .engines import Engine, EngineError, EnhanceOptions, Shared, create_engine, use_own_cuda_stream
-from .engines.base import no_progress
+from .engines.base import no_progress, warm_up_picture
 from .engines.registry import REGISTRY, engines_by_capability, get, quality_models
 from .imaging import ImageError, decode, encode, shrink, upscale_alpha
 from .progress import Reporter
@@ -85,10 +85,9 @@ log = logging.getLogger(__name__)
 FETCH_WAIT = 1.0
 #: Seconds a pull that only asks whether a job is already waiting lasts: long enough for the server's answer.
 PROBE_WAIT = 0.1
-#: What each slot's engines run once before the worker takes jobs (:meth:`Worker.warm_up`): a 32×32 gradient,
-#: small enough to cost nothing, with enough in it (not black) for the engines' fp16 checks to mean something.
-WARM_UP_PHOTO = np.dstack([*np.meshgrid(np.linspace(16, 240, 32), np.linspace(240, 16, 32)),
-                           np.full((32, 32), 128.0)]).astype(np.uint8)
+#: What each slot's engines run once before the worker takes jobs (:meth:`Worker.warm_up`): a 32×32 picture,
+#: small enough to cost nothing.
+WARM_UP_PHOTO = warm_up_picture(32)
 
 
 class PermanentFailure(Exception):

@@ -154,12 +154,17 @@ class Stack:
 
         def listed() -> bool:
             assert proc.alive, f"{name} exited:\n{proc.log()[-3000:]}"
-            info = httpx.get(f"{self.url}/api/v1/info", timeout=5).json()
-            # Its own id, or those of its processes (ENHANCER_PROCESSES: <name>.1, <name>.2...).
-            return any(e["id"] in (name, f"{name}.1") and e["status"] == "healthy" for e in info["enhancers"])
+            # Its own id, or one of its processes' (ENHANCER_PROCESSES: <name>.1, <name>.2...).
+            return any(status == "healthy" and (worker == name or worker.rpartition(".")[0] == name)
+                       for worker, status in self.enhancer_statuses().items())
 
         wait_until(listed, timeout, f"{name} to join the bus")
         return proc
+
+    def enhancer_statuses(self) -> dict[str, str]:
+        """Each worker the edge's registry lists, by id, with its status (healthy, unhealthy, left)."""
+        info = httpx.get(f"{self.url}/api/v1/info", timeout=10).json()
+        return {e["id"]: e["status"] for e in info["enhancers"]}
 
     def permission_violations(self) -> list[str]:
         """Lines where a service was refused by the bus: its credential lacks something its code does."""

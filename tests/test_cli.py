@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +10,7 @@ import pytest
 from PIL import Image
 
 from photoenhance import cli
+from photoenhance.servers import free_port
 
 from .support import ROOT, Stack, encode, photo
 
@@ -57,9 +57,7 @@ def test_with_nothing_at_the_address_both_commands_say_where_they_looked_once(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     """`make run` may serve on another port (PORT=8010): a client pointed at the wrong one says so in one line,
     not with a traceback (`servers`) or one failure per photo (`enhance`)."""
-    with socket.socket() as s:  # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        nowhere = f"http://127.0.0.1:{s.getsockname()[1]}"
+    nowhere = f"http://127.0.0.1:{free_port()}"  # nobody listens there
     monkeypatch.setenv("PHOTOENHANCE_URL", nowhere)
     monkeypatch.setenv("ADMIN_TOKEN", "whatever")
     photos = []

@@ -12,8 +12,6 @@ import re
 import signal
 from pathlib import Path
 
-import httpx
-
 from bus.connection import REFUSED_EXIT
 from photoenhance.stack import ServiceProcess, wait_until
 
@@ -34,12 +32,11 @@ def _cmdline(pid: int) -> bytes:
 
 
 def healthy(stack: Stack) -> set[str]:
-    info = httpx.get(f"{stack.url}/api/v1/info", timeout=5).json()
-    return {e["id"] for e in info["enhancers"] if e["status"] == "healthy"}
+    return {worker for worker, status in stack.enhancer_statuses().items() if status == "healthy"}
 
 
 def statuses(stack: Stack, *ids: str) -> list[str | None]:
-    listed = {e["id"]: e["status"] for e in httpx.get(f"{stack.url}/api/v1/info", timeout=5).json()["enhancers"]}
+    listed = stack.enhancer_statuses()
     return [listed.get(i) for i in ids]
 
 

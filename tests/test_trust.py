@@ -27,7 +27,7 @@ from bus.connection import CredentialRefused, StoppedWhileConnecting, connect
 from bus.permissions import BILLING, EDGE, ENHANCER
 from bus.settings import NatsSettings
 from photoenhance import credentials
-from photoenhance.servers import EmbeddedNats, connect_options
+from photoenhance.servers import EmbeddedNats, connect_options, free_port
 
 from .support import Stack, forged_creds
 
@@ -263,9 +263,7 @@ async def test_a_service_whose_credential_is_refused_gives_up_at_once_and_says_w
 
 async def test_a_service_waiting_for_a_bus_that_is_down_stops_when_told() -> None:
     """A service started before NATS keeps trying to reach it, and SIGTERM (``stop``) still stops it."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        nowhere = f"nats://127.0.0.1:{s.getsockname()[1]}"
+    nowhere = f"nats://127.0.0.1:{free_port()}"  # nobody listens there
     stop = asyncio.Event()
     asyncio.get_running_loop().call_later(1.0, stop.set)  # after a failed attempt or two
     with pytest.raises(StoppedWhileConnecting):

@@ -29,6 +29,13 @@ def no_progress(stage: str, done: int, total: int) -> None:
     """A :data:`Progress` that ignores everything."""
 
 
+def warm_up_picture(size: int) -> np.ndarray:
+    """A ``size``² RGB picture that engines warm up on: two ramps and a flat channel, so that it is not black and
+    the fp16 checks (black out of a visible picture) mean something."""
+    ramps = np.meshgrid(np.linspace(16, 240, size), np.linspace(240, 16, size))
+    return np.dstack([*ramps, np.full((size, size), 128.0)]).astype(np.uint8)
+
+
 @dataclass
 class EngineResult:
     """``image`` is HxWx3 uint8 RGB of exactly (input H * scale, input W * scale)."""

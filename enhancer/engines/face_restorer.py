@@ -30,14 +30,12 @@ import torch
 
 from bus import texts
 from enhancer.engines._memory import SimulatedOOM, is_oom, release
-from enhancer.engines.base import EngineError, Progress, no_progress
+from enhancer.engines.base import EngineError, Progress, no_progress, warm_up_picture
 
 log = logging.getLogger(__name__)
 
-#: The face a warm-up pass restores: GFPGAN takes aligned 512² faces only; a gradient, not black, so that the
-#: fp16 check (black out of a visible face) means something.
-WARM_UP_FACE = np.dstack([*np.meshgrid(np.linspace(32, 224, 512), np.linspace(224, 32, 512)),
-                          np.full((512, 512), 128.0)]).astype(np.uint8)
+#: The face a warm-up pass restores (GFPGAN takes aligned 512² faces only).
+WARM_UP_FACE = warm_up_picture(512)
 
 
 @dataclass(eq=False)

@@ -63,27 +63,43 @@ def find_binary(name: str) -> str:
 #: Ports this process has handed out: the kernel may offer a just-closed port again at once, and two
 #: servers given the same one fail to start (a nats-server once got it as client and monitor port).
 _handed_out: set[int] = set()
+#: The lowest port :func:`free_port` draws.
+PORTS_FROM = 10000
+
+
+def ephemeral_ports_from() -> int:
+    """The lowest port of the kernel's ephemeral range, from which it takes the source port of every outgoing
+    connection (``net.ipv4.ip_local_port_range``; 32768 where it cannot be read)."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    return 32768
 
 
 def free_port(*, also_plus: int | None = None) -> int:
     """A free TCP port on 127.0.0.1 (and, if asked, free at ``port + also_plus`` too), never one this
-    process handed out before."""
-    for _ in range(200):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
+    process handed out before.
+
+    Drawn at random below the ephemeral range: a port the kernel offers for ``bind(0)`` comes from that range, where
+    any outgoing connection (or another process drawing the same way) could take it before its server binds it;
+    seen once, a test's S3 server failed to start on a port taken between the check and its bind."""
+    top = ephemeral_ports_from() - (also_plus or 0)
+    for _ in range(500):
+        port = secrets.randbelow(top - PORTS_FROM) + PORTS_FROM
         wanted = {port} if also_plus is None else {port, port + also_plus}
-        if wanted & _handed_out or max(wanted) >= 65535:
+        if wanted & _handed_out or not all(map(_bindable, wanted)):
             continue
-        if also_plus is not None:
-            with socket.socket() as s2:
-                try:
-                    s2.bind(("127.0.0.1", port + also_plus))
-                except OSError:
-                    continue
         _handed_out.update(wanted)
         return port
     raise ServerError("no free port pair found on 127.0.0.1")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 #: In a server's data directory: the pid of the server using it (see ``_reap_orphan``).
